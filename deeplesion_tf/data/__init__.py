@@ -1,0 +1,1 @@
+"""Bookmark geometry, DICOM and release readers, the synthetic PACS."""

@@ -1,0 +1,23 @@
+"""Shared test fixtures."""
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> pathlib.Path:
+    """The project's `shared/` folder, beside the checkout (CI lays a copy there)."""
+    path = pathlib.Path(os.environ.get("DEEPLESION_SHARED_DIR", REPO_ROOT.parent / "shared"))
+    if not (path / "data" / "deeplesion_release_metadata").is_dir():
+        pytest.fail(f"shared data not found at {path}; set DEEPLESION_SHARED_DIR to the shared/ folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def release_subset_csv(shared_dir) -> pathlib.Path:
+    """851 real rows of the NIH release's DL_info.csv."""
+    return shared_dir / "data" / "deeplesion_release_metadata" / "DL_info_subset.csv"
