@@ -68,22 +68,31 @@ def _write_modified(tmp_path, name, change):
 
 
 @pytest.mark.parametrize(
-    "name, change, reason",
+    "name, change, reason, kind",
     [
         ("mr.dcm", lambda ds: setattr(ds, "Modality", "MR")
-         or setattr(ds, "SOPClassUID", "1.2.840.10008.5.1.4.1.1.4"), "not a CT image"),
-        ("nopixels.dcm", lambda ds: delattr(ds, "PixelData"), "has no pixel data"),
-        ("noslope.dcm", lambda ds: delattr(ds, "RescaleSlope"), "missing RescaleSlope"),
-        ("nointercept.dcm", lambda ds: delattr(ds, "RescaleIntercept"), "missing RescaleIntercept"),
-        ("nospacing.dcm", lambda ds: delattr(ds, "PixelSpacing"), "missing PixelSpacing"),
+         or setattr(ds, "SOPClassUID", "1.2.840.10008.5.1.4.1.1.4"), "not a CT image",
+         ct_reader.NOT_CT),
+        ("nopixels.dcm", lambda ds: delattr(ds, "PixelData"), "has no pixel data",
+         ct_reader.NO_PIXEL_DATA),
+        ("noslope.dcm", lambda ds: delattr(ds, "RescaleSlope"), "missing RescaleSlope",
+         ct_reader.MISSING_TAG),
+        ("nointercept.dcm", lambda ds: delattr(ds, "RescaleIntercept"),
+         "missing RescaleIntercept", ct_reader.MISSING_TAG),
+        ("nospacing.dcm", lambda ds: delattr(ds, "PixelSpacing"), "missing PixelSpacing",
+         ct_reader.MISSING_TAG),
+        ("frames.dcm", lambda ds: setattr(ds, "NumberOfFrames", 2), "multi-frame",
+         ct_reader.UNSUPPORTED),
     ],
 )
-def test_bad_files_raise_one_error_type_naming_file_and_reason(tmp_path, name, change, reason):
+def test_bad_files_raise_one_error_type_naming_file_and_reason(tmp_path, name, change, reason,
+                                                               kind):
     path = _write_modified(tmp_path, name, change)
     with pytest.raises(CTReadError, match=reason) as info:
         ct_reader.read_ct(path)
     assert name in str(info.value)
     assert info.value.source == str(path)
+    assert info.value.kind == kind
 
 
 def test_not_dicom_and_truncated_files(tmp_path):
@@ -92,6 +101,7 @@ def test_not_dicom_and_truncated_files(tmp_path):
     with pytest.raises(CTReadError, match="not a DICOM file") as info:
         ct_reader.read_ct(text)
     assert "notes.txt" in str(info.value)
+    assert info.value.kind == ct_reader.NOT_DICOM
 
     data = open(get_testdata_file("CT_small.dcm"), "rb").read()
     truncated = tmp_path / "truncated.dcm"
@@ -99,6 +109,7 @@ def test_not_dicom_and_truncated_files(tmp_path):
     with pytest.raises(CTReadError, match="cannot be decoded") as info:
         ct_reader.read_ct(truncated)
     assert "truncated.dcm" in str(info.value)
+    assert info.value.kind == ct_reader.UNDECODABLE
 
     with pytest.raises(CTReadError, match="truncated_header.dcm"):
         path = tmp_path / "truncated_header.dcm"

@@ -20,13 +20,29 @@ ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 PathOrFile = Union[str, os.PathLike, BinaryIO]
 
 
-class CTReadError(ValueError):
-    """A file that cannot be read as a CT slice; the message names the file and the reason."""
+# What went wrong, for callers that count failures by kind (`CTReadError.kind`).
+NOT_DICOM = "not_dicom"
+NOT_CT = "not_ct"
+NO_PIXEL_DATA = "no_pixel_data"
+MISSING_TAG = "missing_tag"
+UNSUPPORTED = "unsupported"
+UNDECODABLE = "undecodable"
 
-    def __init__(self, source: str, reason: str):
+
+class CTReadError(ValueError):
+    """A file that cannot be read as a CT slice; the message names the file and the reason.
+
+    Attributes:
+      source: the file's path or name.
+      reason: what is wrong, in words.
+      kind: one of the module's constants (NOT_DICOM, NOT_CT, ...).
+    """
+
+    def __init__(self, source: str, reason: str, kind: str):
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
+        self.kind = kind
 
 
 class CTSlice(NamedTuple):
@@ -79,18 +95,20 @@ def _check_ct(ds: pydicom.Dataset, name: str) -> None:
     modality = ds.get("Modality")
     sop_class = str(ds.get("SOPClassUID", ""))
     if modality != "CT" and sop_class not in (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE):
-        raise CTReadError(name, f"not a CT image (Modality={modality!r}, SOPClassUID={sop_class!r})")
+        raise CTReadError(name, f"not a CT image (Modality={modality!r}, SOPClassUID={sop_class!r})",
+                          NOT_CT)
     if "PixelData" not in ds:
-        raise CTReadError(name, "has no pixel data")
+        raise CTReadError(name, "has no pixel data", NO_PIXEL_DATA)
     if int(ds.get("NumberOfFrames", 1) or 1) != 1:
         raise CTReadError(name, f"is a multi-frame image ({ds.NumberOfFrames} frames); "
-                          "expected one slice per file")
+                          "expected one slice per file", UNSUPPORTED)
     if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise CTReadError(name, f"has {ds.SamplesPerPixel} samples per pixel; expected grayscale")
+        raise CTReadError(name, f"has {ds.SamplesPerPixel} samples per pixel; expected grayscale",
+                          UNSUPPORTED)
     # A CT without its rescale would silently give raw stored values, not HU.
     for tag in ("RescaleSlope", "RescaleIntercept", "PixelSpacing"):
         if ds.get(tag) is None:
-            raise CTReadError(name, f"missing {tag}")
+            raise CTReadError(name, f"missing {tag}", MISSING_TAG)
 
 
 def read_ct(source: PathOrFile) -> CTSlice:
@@ -111,9 +129,10 @@ def read_ct(source: PathOrFile) -> CTSlice:
     try:
         ds = pydicom.dcmread(source)
     except InvalidDicomError as e:
-        raise CTReadError(name, f"not a DICOM file ({e})") from e
+        raise CTReadError(name, f"not a DICOM file ({e})", NOT_DICOM) from e
     except (OSError, EOFError, ValueError, KeyError, TypeError) as e:
-        raise CTReadError(name, f"cannot be parsed as DICOM ({type(e).__name__}: {e})") from e
+        raise CTReadError(name, f"cannot be parsed as DICOM ({type(e).__name__}: {e})",
+                          NOT_DICOM) from e
     _check_ct(ds, name)
     try:
         stored = ds.pixel_array
@@ -122,18 +141,21 @@ def read_ct(source: PathOrFile) -> CTSlice:
         syntax_name = getattr(syntax, "name", str(syntax))
         raise CTReadError(
             name, f"pixel data cannot be decoded (transfer syntax {syntax_name}): "
-                  f"{type(e).__name__}: {e}") from e
+                  f"{type(e).__name__}: {e}", UNDECODABLE) from e
     if stored.ndim != 2:
-        raise CTReadError(name, f"pixel data has shape {stored.shape}; expected one 2-D slice")
+        raise CTReadError(name, f"pixel data has shape {stored.shape}; expected one 2-D slice",
+                          UNSUPPORTED)
     slope = float(ds.RescaleSlope)
     intercept = float(ds.RescaleIntercept)
     hu = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
     try:
         row_mm, col_mm = (float(v) for v in ds.PixelSpacing)
     except (TypeError, ValueError) as e:
-        raise CTReadError(name, f"PixelSpacing {ds.PixelSpacing!r} is not two numbers") from e
+        raise CTReadError(name, f"PixelSpacing {ds.PixelSpacing!r} is not two numbers",
+                          MISSING_TAG) from e
     if not (row_mm > 0 and col_mm > 0):
-        raise CTReadError(name, f"PixelSpacing {ds.PixelSpacing!r} is not positive")
+        raise CTReadError(name, f"PixelSpacing {ds.PixelSpacing!r} is not positive",
+                          MISSING_TAG)
     position = ds.get("ImagePositionPatient")
     if position is not None and len(position) == 3:
         slice_position = float(position[2])
