@@ -1,0 +1,48 @@
+"""Helpers for the dataset builder's tests."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+import tfds_deeplesion  # noqa: F401 (registers deeplesion)
+from tfds_deeplesion.deeplesion import deeplesion_dataset_builder as dl_builder
+
+
+def build(config, data_dir, manual_dir=None, beam=False):
+    """Builds one config of `deeplesion` and returns the builder.
+
+    `config` is a config name or a `DeepLesionConfig`.
+    """
+    options = {}
+    if beam:
+        beam_module = tfds.core.lazy_imports.apache_beam
+        options["beam_options"] = beam_module.options.pipeline_options.PipelineOptions(
+            ["--runner=DirectRunner"])
+    builder = dl_builder.Builder(config=config, data_dir=os.fspath(data_dir))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=os.fspath(manual_dir) if manual_dir else None, **options))
+    return builder
+
+
+def examples(builder, split):
+    """All examples of a split as numpy dicts."""
+    return list(tfds.as_numpy(builder.as_dataset(split=split)))
+
+
+def all_examples(builder):
+    return {split: examples(builder, split) for split in builder.info.splits}
+
+
+def run_tfds_cli(args, cwd):
+    """Runs the `tfds` command in a fresh process; returns the CompletedProcess."""
+    command = [os.path.join(os.path.dirname(sys.executable), "tfds")] + list(args)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def box_pixels(example):
+    """The example's lesion boxes in 0-based pixels `[ymin, xmin, ymax, xmax]`."""
+    height, width = example["image"].shape[:2]
+    return example["lesions"]["bbox"].astype(np.float64) * [height, width, height, width]
