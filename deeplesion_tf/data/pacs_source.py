@@ -174,9 +174,14 @@ def patient_pseudonym(root: epath.PathLike, task: SeriesTask, salt: str) -> Opti
 
 
 def _series_members(index: Dict[str, Instance], series_uid: str) -> List[Instance]:
+    """The slices of a series from head to feet (patient z descending).
+
+    That is the order in which scanners number axial slices, and the order of the
+    NIH release's slice files, so `previous_slice` is the slice above the key
+    slice in both sources. The instance number breaks ties or stands in.
+    """
     members = [i for i in index.values() if i.series_instance_uid == series_uid]
-    # Position decides the order; the instance number breaks ties or stands in.
-    return sorted(members, key=lambda i: (i.position is None, i.position or 0.0,
+    return sorted(members, key=lambda i: (i.position is None, -(i.position or 0.0),
                                           i.instance_number or 0, i.path))
 
 

@@ -239,7 +239,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             pacs_source.process_series, os.fspath(root), salt=salt,
             padding=self.builder_config.box_padding_px,
             compress_level=self.builder_config.png_compress_level)
-        return {name: self._generate_examples(tasks, work) for name, tasks in by_split.items()}
+        return self._split_dict(by_split, work)
 
     def _release_splits(self, root: epath.Path):
         rows, skipped = release_source.read_dl_info(root / "DL_info.csv")
@@ -249,7 +249,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             by_split[task.split].append(task)
         work = functools.partial(release_source.process_key_slice, os.fspath(root / "Images_png"),
                                  padding=self.builder_config.box_padding_px)
-        return {name: self._generate_examples(tasks, work) for name, tasks in by_split.items()}
+        return self._split_dict(by_split, work)
+
+    def _split_dict(self, by_split: Dict[str, list], work: Callable):
+        # TFDS cannot write a split without examples; a small source may lack one.
+        for name, tasks in by_split.items():
+            if not tasks:
+                logging.warning("deeplesion/%s: no bookmarks fall in the %s split; it is not "
+                                "written", self.builder_config.name, name)
+        return {name: self._generate_examples(tasks, work)
+                for name, tasks in by_split.items() if tasks}
 
     def _generate_examples(self, tasks: Sequence, work: Callable):
         """Examples of one split: a generator, or a Beam PTransform when Beam is on."""
