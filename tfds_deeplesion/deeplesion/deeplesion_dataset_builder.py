@@ -289,7 +289,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         TensorFlow's threads, which a fork would copy in an arbitrary state.
         """
         if self._pool is None:
-            workers = self.builder_config.num_workers or os.cpu_count() or 1
+            workers = self.builder_config.num_workers or multiprocessing.cpu_count()
             self._pool = multiprocessing.get_context("spawn").Pool(workers)
         return self._pool
 
