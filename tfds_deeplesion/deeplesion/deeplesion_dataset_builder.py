@@ -270,10 +270,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _local_examples(self, tasks: Sequence, work: Callable) -> Iterator:
         # DICOM decoding and PNG encoding are CPU-bound: worker processes. The
         # release's pass-through is I/O-bound and runs in this process.
-        if self.builder_config.source == "release":
-            results = map(work, tasks)
-        else:
-            results = self._worker_pool().imap(work, tasks) if len(tasks) > 1 else map(work, tasks)
+        pool = None if self.builder_config.source == "release" else self._worker_pool()
+        results = pool.imap(work, tasks) if pool and len(tasks) > 1 else map(work, tasks)
         for outcomes in results:
             for outcome in outcomes:
                 if isinstance(outcome, tuple) and not isinstance(outcome, (skips.Skip,
@@ -283,13 +281,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     self._record([outcome])
 
     def _worker_pool(self):
-        """One pool for the whole build, made on first use.
+        """One pool for the whole build, made on first use; None for a single worker.
 
         Workers are spawned rather than forked: this process already runs
         TensorFlow's threads, which a fork would copy in an arbitrary state.
         """
-        if self._pool is None:
-            workers = self.builder_config.num_workers or multiprocessing.cpu_count()
+        workers = self.builder_config.num_workers or multiprocessing.cpu_count()
+        if self._pool is None and workers > 1:
             self._pool = multiprocessing.get_context("spawn").Pool(workers)
         return self._pool
 
