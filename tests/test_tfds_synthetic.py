@@ -8,7 +8,6 @@ built locally and with Apache Beam; examples are compared with `bookmarks.csv`,
 import collections
 import csv
 import hashlib
-import os
 import pathlib
 
 import numpy as np

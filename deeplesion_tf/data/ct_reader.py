@@ -91,6 +91,22 @@ def _windows(ds: pydicom.Dataset) -> Tuple[Tuple[float, float], ...]:
     return tuple(zip(centers, widths))
 
 
+def slice_position(ds: pydicom.Dataset) -> Optional[float]:
+    """Patient z of a slice: ImagePositionPatient, else SliceLocation, else None."""
+    position = ds.get("ImagePositionPatient")
+    if position is not None and len(position) == 3:
+        return float(position[2])
+    if ds.get("SliceLocation") is not None:
+        return float(ds.SliceLocation)
+    return None
+
+
+def instance_number(ds: pydicom.Dataset) -> Optional[int]:
+    """InstanceNumber, or None where it is absent or empty."""
+    number = ds.get("InstanceNumber")
+    return int(number) if number not in (None, "") else None
+
+
 def _check_ct(ds: pydicom.Dataset, name: str) -> None:
     modality = ds.get("Modality")
     sop_class = str(ds.get("SOPClassUID", ""))
@@ -156,22 +172,14 @@ def read_ct(source: PathOrFile) -> CTSlice:
     if not (row_mm > 0 and col_mm > 0):
         raise CTReadError(name, f"PixelSpacing {ds.PixelSpacing!r} is not positive",
                           MISSING_TAG)
-    position = ds.get("ImagePositionPatient")
-    if position is not None and len(position) == 3:
-        slice_position = float(position[2])
-    elif ds.get("SliceLocation") is not None:
-        slice_position = float(ds.SliceLocation)
-    else:
-        slice_position = None
     thickness = ds.get("SliceThickness")
-    instance = ds.get("InstanceNumber")
     return CTSlice(
         hu=hu,
         pixel_spacing_mm=(row_mm, col_mm),
-        slice_position_mm=slice_position,
+        slice_position_mm=slice_position(ds),
         slice_thickness_mm=float(thickness) if thickness not in (None, "") else None,
         windows=_windows(ds),
-        instance_number=int(instance) if instance not in (None, "") else None,
+        instance_number=instance_number(ds),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
         study_instance_uid=str(ds.get("StudyInstanceUID", "")),

@@ -18,7 +18,7 @@ import dataclasses
 import io
 import math
 import posixpath
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pydicom
@@ -40,9 +40,6 @@ _KIND_TO_REASON = {
     ct_reader.NOT_CT: skips.NOT_CT,
     ct_reader.MISSING_TAG: skips.MISSING_TAG,
 }
-
-Outcome = Union[Tuple[str, dict], skips.Skip, skips.Repair]
-
 
 @dataclasses.dataclass(frozen=True)
 class BookmarkRow:
@@ -134,20 +131,12 @@ def _read_header(path: epath.Path) -> Optional[Instance]:
     uid = str(ds.get("SOPInstanceUID", "") or "")
     if not uid:
         return None
-    position = ds.get("ImagePositionPatient")
-    if position is not None and len(position) == 3:
-        z = float(position[2])
-    elif ds.get("SliceLocation") is not None:
-        z = float(ds.SliceLocation)
-    else:
-        z = None
-    number = ds.get("InstanceNumber")
     return Instance(
         path=str(path), sop_instance_uid=uid,
         series_instance_uid=str(ds.get("SeriesInstanceUID", "") or ""),
         study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
         patient_id=str(ds.get("PatientID", "") or "").strip(),
-        position=z, instance_number=int(number) if number not in (None, "") else None)
+        position=ct_reader.slice_position(ds), instance_number=ct_reader.instance_number(ds))
 
 
 def index_directory(root: epath.PathLike, directory: str) -> Dict[str, Instance]:
@@ -229,7 +218,7 @@ def process_series(
     salt: str,
     padding: float,
     compress_level: int = 1,
-) -> List[Outcome]:
+) -> List[skips.Outcome]:
     """Builds the examples of one folder.
 
     Returns:
@@ -242,7 +231,7 @@ def process_series(
     for row in task.bookmarks:
         by_instance[row.sop_instance_uid or row.relative_path].append(row)
 
-    outcomes: List[Outcome] = []
+    outcomes: List[skips.Outcome] = []
     png_cache: Dict[str, bytes] = {}
 
     def encoded(ct_slice: ct_reader.CTSlice, path: str) -> bytes:

@@ -12,7 +12,7 @@ import collections
 import csv
 import dataclasses
 import io
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from etils import epath
 
@@ -21,9 +21,6 @@ from deeplesion_tf.data import key_slice
 from deeplesion_tf.data import png16
 from deeplesion_tf.data import release_format
 from deeplesion_tf.data import skips
-
-Outcome = Union[Tuple[str, dict], skips.Skip, skips.Repair]
-
 
 @dataclasses.dataclass(frozen=True)
 class ReleaseRow:
@@ -141,7 +138,7 @@ def _read_png(path: epath.Path) -> Tuple[Optional[bytes], Optional[png16.PngHead
 
 
 def process_key_slice(images_dir: epath.PathLike, task: KeySliceTask, padding: float
-                      ) -> List[Outcome]:
+                      ) -> List[skips.Outcome]:
     """Builds the example of one key slice (PNG bytes passed through)."""
     images_dir = epath.Path(images_dir)
     first = task.rows[0]
@@ -151,7 +148,7 @@ def process_key_slice(images_dir: epath.PathLike, task: KeySliceTask, padding: f
         detail = f"{key_path}: " + ("no such file" if why == skips.MISSING_PNG
                                     else "not a 16-bit grayscale PNG")
         return [skips.Skip(why, len(task.rows), detail)]
-    outcomes: List[Outcome] = []
+    outcomes: List[skips.Outcome] = []
     spacing_x, spacing_y, spacing_z = first.spacing_xyz
     lesions, skipped = key_slice.lesion_features(
         [key_slice.LesionRecord(str(r.row_index), r.coords, r.coarse_type, r.noisy)

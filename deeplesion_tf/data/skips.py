@@ -8,7 +8,7 @@ metadata (`builder.info.metadata["skipped_bookmarks"]`).
 from __future__ import annotations
 
 import collections
-from typing import Dict, Iterable, NamedTuple
+from typing import Dict, Iterable, NamedTuple, Tuple, Union
 
 # Bookmarks (lesions) skipped, by reason.
 MALFORMED_ROW = "malformed_row"            # a CSV row that cannot be parsed
@@ -45,6 +45,10 @@ class Repair(NamedTuple):
 
     kind: str
     detail: str
+
+
+# What a source's unit of work yields: `(key, example)` pairs, skips and repairs.
+Outcome = Union[Tuple[str, dict], Skip, Repair]
 
 
 def tally(events: Iterable, counts: Dict[str, int] = None) -> Dict[str, int]:
