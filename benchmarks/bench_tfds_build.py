@@ -8,7 +8,7 @@ process after a warm-up build (imports); worker start-up is included. The median
 of the repeats is reported, with the time the whole NIH release (32,120 key
 slices) would take at that rate.
 
-    python benchmarks/bench_tfds_build.py [--patients 40] [--key_slices 400] [--repeats 3]
+    python benchmarks/bench_tfds_build.py [--patients 100] [--key_slices 400] [--repeats 3]
 """
 
 import argparse
@@ -79,7 +79,7 @@ def _release_layout(root, key_slices):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patients", type=int, default=40)
+    parser.add_argument("--patients", type=int, default=100)
     parser.add_argument("--key_slices", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

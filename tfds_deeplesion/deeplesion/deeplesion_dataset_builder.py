@@ -223,6 +223,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return root
 
     def _pacs_splits(self, root: epath.Path):
+        if not self._use_beam:
+            self._worker_pool()  # Workers start up while this process splits by patient.
         rows, skipped = pacs_source.read_bookmarks(root / "bookmarks.csv")
         self._record(skipped)
         salt = deid.site_salt()
