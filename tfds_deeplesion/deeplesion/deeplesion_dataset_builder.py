@@ -184,10 +184,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._pool = None
         try:
             split_infos = super()._generate_splits(dl_manager, download_config)
-        finally:
+        except BaseException:
             if self._pool is not None:
-                self._pool.close()
-                self._pool.join()
+                self._pool.terminate()  # Queued work is of no use any more.
+            raise
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
         self._report()
         return split_infos
 
