@@ -1,0 +1,270 @@
+"""The detector's input pipeline: `deeplesion/*` key slices -> padded batches (paper Sec. 2.3).
+
+Shape shorthand:
+  B: images per batch.
+  S: `image_size`, the side of the square network input (512 in the paper).
+  C: channels, `3 * len(windows)`.
+  N: the most lesions of one image in the batch (other images padded).
+  n: lesions of one example.
+
+Coordinates: boxes are `[ymin, xmin, ymax, xmax]` in absolute pixels of the
+network input, pixel centres at integers (the convention of
+`deeplesion_tf.data.bookmarks`: a box `[y1, x1, y2, x2]` covers the pixels
+`image[y1:y2 + 1, x1:x2 + 1]`).
+
+Per example:
+  1. HU of the previous, key and next slices (`previous_slice`, `image`,
+     `next_slice`): `[H, W, 3]`.
+  2. Resize (bilinear, no antialiasing) by `scale = S / max(H, W)` to
+     `[round(H * scale), round(W * scale)]`. The resampling uses exactly
+     `scale` on both axes, so a pixel centre `p` of the original lies at
+     `(p + 0.5) * scale - 0.5` in the resized image (`scale_boxes`), on both
+     axes; at `scale == 1` nothing is resampled.
+  3. Windows: channel `3 * k + j` is slice `j` (0 previous, 1 key, 2 next)
+     under `windows[k]`, in [0, 1]. With the default single wide window: the
+     3 channels are previous, key, next.
+  4. Training only: a random horizontal flip of the resized image and its
+     boxes (column `c` of the resized width `W'` goes to `W' - 1 - c`).
+  5. Pad bottom and right with 0.0 to `[S, S, C]`.
+Boxes come from `lesions/measurement`: the extent of the 4 endpoints widened
+by `box_padding_px` on each side and clipped to the original image (the rule of
+`bookmarks.measure`), then mapped as in step 2 and clipped to the resized image.
+The stored `lesions/bbox` is not used: its padding is the build config's.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Sequence
+
+import tensorflow as tf
+from absl import logging
+
+from deeplesion_tf.data import hu_windows
+
+BOX_PADDING_VALUE = -1.0
+CLASS_PADDING_VALUE = -1
+LESION_ID_PADDING_VALUE = b""
+IMAGE_PADDING_VALUE = 0.0
+# The class of every lesion when no class table is given (single-class detection;
+# 0 is the background).
+SINGLE_CLASS = 1
+# What the table answers for a lesion it lacks; never a valid class (>= 1).
+_MISSING_CLASS = -1
+
+# The order of the context slices in the channels.
+SLICE_KEYS = ("previous_slice", "image", "next_slice")
+
+
+def measurement_boxes(measurement: tf.Tensor, image_height: tf.Tensor, image_width: tf.Tensor,
+                      padding: float) -> tf.Tensor:
+    """Lesion boxes from bookmark measurements, as `bookmarks.measure(...).box`.
+
+    Args:
+      measurement: `[n, 8]` float `x11, y11, x12, y12, x21, y21, x22, y22`,
+        0-based pixels (x the column).
+      image_height: rows `H` of the slice (scalar).
+      image_width: columns `W` of the slice (scalar).
+      padding: pixels added on each side of the measurement's extent.
+
+    Returns:
+      `[n, 4]` float32 `[ymin, xmin, ymax, xmax]`, absolute pixels of the
+      slice, clipped to `[0, H - 1]` and `[0, W - 1]`.
+    """
+    points = tf.reshape(tf.cast(measurement, tf.float32), [-1, 4, 2])  # (x, y) endpoints
+    low = tf.reduce_min(points, axis=1) - padding  # [n, 2] (x, y)
+    high = tf.reduce_max(points, axis=1) + padding
+    y_max = tf.cast(image_height, tf.float32) - 1.0
+    x_max = tf.cast(image_width, tf.float32) - 1.0
+    boxes = tf.stack([low[:, 1], low[:, 0], high[:, 1], high[:, 0]], axis=-1)
+    return tf.clip_by_value(boxes, 0.0, tf.stack([y_max, x_max, y_max, x_max]))
+
+
+def scale_boxes(boxes: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """Boxes `[..., 4]` of an image, in the image resized by `scale` (step 2 above).
+
+    Pixel centres map as `p -> (p + 0.5) * scale - 0.5`; at `scale == 1` the
+    boxes are unchanged. No clipping.
+    """
+    return (boxes + 0.5) * scale - 0.5
+
+
+def boxes_to_original(boxes: tf.Tensor, image_scale: tf.Tensor) -> tf.Tensor:
+    """Inverse of `scale_boxes`: network-input boxes `[..., 4]` in original pixels.
+
+    Args:
+      boxes: `[..., 4]` `[ymin, xmin, ymax, xmax]` in network-input pixels
+        (e.g. `[B, N, 4]` detections; mask padded rows yourself).
+      image_scale: the batch's `image_scale`, broadcastable to `boxes[..., 0]`
+        after a trailing axis is added (e.g. `[B, 1]` for `[B, N, 4]`).
+    """
+    return (boxes + 0.5) / image_scale - 0.5
+
+
+def flip_boxes_left_right(boxes: tf.Tensor, image_width: tf.Tensor) -> tf.Tensor:
+    """Boxes `[n, 4]` of an image of width `image_width`, mirrored: `c -> W - 1 - c`."""
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    last = tf.cast(image_width, boxes.dtype) - 1.0
+    return tf.stack([ymin, last - xmax, ymax, last - xmin], axis=-1)
+
+
+def _class_lookup(class_table: Mapping[str, int]) -> tf.lookup.StaticHashTable:
+    if not class_table:
+        raise ValueError("class_table is empty; pass None for single-class detection")
+    keys, values = [], []
+    for lesion_id, label in class_table.items():
+        if int(label) != label or int(label) < 1:
+            raise ValueError(f"class_table[{lesion_id!r}] = {label!r}: classes are integers "
+                             ">= 1 (0 is the background)")
+        keys.append(str(lesion_id))
+        values.append(int(label))
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keys, tf.string), tf.constant(values, tf.int32)),
+        default_value=_MISSING_CLASS)
+
+
+def _lesion_classes(lesion_ids: tf.Tensor, table: Optional[tf.lookup.StaticHashTable]):
+    """`[n]` int32 classes of the lesions; fails naming the lesions the table lacks."""
+    if table is None:
+        return tf.fill(tf.shape(lesion_ids), tf.constant(SINGLE_CLASS, tf.int32))
+    classes = table.lookup(lesion_ids)
+    missing = tf.equal(classes, _MISSING_CLASS)
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(missing)),
+        ["lesion ids missing from class_table:", tf.boolean_mask(lesion_ids, missing)],
+        summarize=20)
+    with tf.control_dependencies([check]):
+        return tf.identity(classes)
+
+
+def _resize(hu: tf.Tensor, scale: tf.Tensor, size: tf.Tensor, image_size: int) -> tf.Tensor:
+    """`[H, W, c]` -> `[size[0], size[1], c]`, bilinear with exactly `scale` on both axes.
+
+    `tf.image.resize` derives its scale per axis from the sizes, and
+    `round(H * scale) / H` is not `scale` in general. So the slice is padded
+    to the square of its longest side `L` and resized to `S x S`
+    (`S / L == scale` on both axes), then the content is cut out. Content rows
+    sample the slice at rows `<= H - 0.5` only; the padding's first row repeats
+    row `H - 1`, which is `tf.image.resize`'s own clamping (likewise columns).
+    (`tf.raw_ops.ScaleAndTranslate` takes the scale itself but is ~5x slower.)
+    """
+    def resample():
+        longest = tf.maximum(tf.shape(hu)[0], tf.shape(hu)[1])
+        edge = tf.pad(hu, [[0, 1], [0, 1], [0, 0]], mode="SYMMETRIC")[:longest, :longest]
+        square = tf.image.pad_to_bounding_box(edge, 0, 0, longest, longest)
+        resized = tf.image.resize(square, [image_size, image_size], method="bilinear")
+        return resized[:size[0], :size[1]]
+
+    return tf.cond(tf.equal(scale, 1.0), lambda: hu, resample)
+
+
+def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: int,
+                          image_size: int = 512, box_padding_px: float = 20.0,
+                          windows: Sequence[Sequence[float]] = hu_windows.DETECTOR_WINDOWS,
+                          class_table: Optional[Mapping[str, int]] = None,
+                          deterministic: bool = False, shuffle_buffer: int = 256,
+                          seed: int = 0) -> tf.data.Dataset:
+    """Batches of network inputs and lesion boxes for the detector.
+
+    Args:
+      ds: a split of `deeplesion/*` (dict examples as `tfds.load` gives them;
+        slices decoded, or left as PNG bytes with `tfds.decode.SkipDecoding()`,
+        which makes the shuffle buffer ~10x smaller).
+      training: shuffle, flip at random, and drop the last partial batch.
+      batch_size: `B`.
+      image_size: `S`; the longest side of every slice is resized to it.
+      box_padding_px: pixels around the measurement's extent (paper: 20).
+      windows: `[low, high]` HU windows; `C = 3 * len(windows)`.
+      class_table: None for a single class (every lesion is class 1); or
+        `{lesion_id: class}` with classes >= 1 (pseudo labels). Iterating
+        fails with `tf.errors.InvalidArgumentError` naming any lesion that the
+        table lacks.
+      deterministic: the same batches on every run: ordered map, shuffle and
+        flips seeded with `seed`. Otherwise map results may come out of order
+        and shuffle and flips are seeded afresh (`seed` unused).
+      shuffle_buffer: examples in the shuffle buffer (training only).
+      seed: see `deterministic`.
+
+    Returns:
+      One pass over `ds` (repeat it for more epochs), prefetched; each element
+      a dict:
+        `images`: `[B, S, S, C]` float32 in [0, 1] (see the module docstring
+          for the channels), padded bottom/right with 0.
+        `boxes`: `[B, N, 4]` float32 `[ymin, xmin, ymax, xmax]` pixels of
+          `images`, padded with -1.
+        `classes`: `[B, N]` int32, padded with -1.
+        `num_lesions`: `[B]` int32, the real rows of `boxes`.
+        `image_scale`: `[B]` float32, resized / original size
+          (`boxes_to_original` inverts the box mapping).
+        `original_size`: `[B, 2]` int32 `(H, W)` of the slice.
+        `lesion_ids`: `[B, N]` string, padded with b"".
+
+    Raises:
+      ValueError: bad windows, sizes or class table.
+    """
+    windows = hu_windows.validate_windows(windows)
+    if batch_size < 1 or image_size < 1:
+        raise ValueError(f"batch_size ({batch_size}) and image_size ({image_size}) must be >= 1")
+    table = None if class_table is None else _class_lookup(class_table)
+    channels = 3 * len(windows)
+    logging.info("Detector pipeline: training=%s, batch %d, %dx%d, %d channels (windows %s), "
+                 "box padding %g px, %s, deterministic=%s", training, batch_size, image_size,
+                 image_size, channels, windows, box_padding_px,
+                 "single class" if table is None else f"class table of {len(class_table)} lesions",
+                 deterministic)
+    seed_or_none = seed if deterministic else None
+
+    def prepare(example: Dict[str, tf.Tensor], flip_seed: Optional[tf.Tensor]):
+        hu = tf.concat([hu_windows.hu_from_stored(example[k]) for k in SLICE_KEYS], axis=-1)
+        original_size = tf.shape(hu)[:2]
+        height, width = original_size[0], original_size[1]
+        scale = float(image_size) / tf.cast(tf.maximum(height, width), tf.float32)
+        resized_size = tf.minimum(
+            tf.cast(tf.round(tf.cast(original_size, tf.float32) * scale), tf.int32), image_size)
+        resized_size = tf.maximum(resized_size, 1)
+        image = hu_windows.apply_windows(_resize(hu, scale, resized_size, image_size), windows)
+
+        lesions = example["lesions"]
+        boxes = measurement_boxes(lesions["measurement"], height, width, box_padding_px)
+        resized_last = tf.cast(resized_size - 1, tf.float32)
+        boxes = tf.clip_by_value(scale_boxes(boxes, scale), 0.0,
+                                 tf.stack([resized_last[0], resized_last[1]] * 2))
+        if flip_seed is not None:
+            flip = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
+            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+            boxes = tf.cond(flip, lambda: flip_boxes_left_right(boxes, resized_size[1]),
+                            lambda: boxes)
+        image = tf.image.pad_to_bounding_box(image, 0, 0, image_size, image_size)
+        lesion_ids = lesions["lesion_id"]
+        return {
+            "images": tf.ensure_shape(image, [image_size, image_size, channels]),
+            "boxes": tf.ensure_shape(boxes, [None, 4]),
+            "classes": _lesion_classes(lesion_ids, table),
+            "num_lesions": tf.shape(boxes)[0],
+            "image_scale": scale,
+            "original_size": original_size,
+            "lesion_ids": lesion_ids,
+        }
+
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed_or_none, reshuffle_each_iteration=True)
+        # One stateless seed per example, drawn in order, so that flips do not
+        # depend on which parallel map call runs first.
+        flip_seeds = tf.data.Dataset.random(seed=seed_or_none,
+                                            rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, flip_seeds)).map(
+            prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    else:
+        ds = ds.map(lambda example: prepare(example, None),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.padded_batch(
+        batch_size,
+        padded_shapes={"images": [image_size, image_size, channels], "boxes": [None, 4],
+                       "classes": [None], "num_lesions": [], "image_scale": [],
+                       "original_size": [2], "lesion_ids": [None]},
+        padding_values={"images": IMAGE_PADDING_VALUE, "boxes": BOX_PADDING_VALUE,
+                        "classes": CLASS_PADDING_VALUE, "num_lesions": 0,
+                        "image_scale": 0.0, "original_size": 0,
+                        "lesion_ids": LESION_ID_PADDING_VALUE},
+        drop_remainder=training)
+    return ds.prefetch(tf.data.AUTOTUNE)
