@@ -1,0 +1,1 @@
+"""The unsupervised lesion categorizer: deep features, k-means with model selection, agreement."""

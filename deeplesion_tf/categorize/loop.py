@@ -1,0 +1,182 @@
+"""The categorizer's loop (paper Sec. 2.2, Fig. 2).
+
+Each iteration: encode every lesion patch with VGG16's FC6 or FC7 -> k-means,
+with k chosen by model selection -> compare the clusters with the previous
+iteration's (purity and NMI) -> fine-tune VGG16 on the cluster labels with a
+fresh random 75/10/15 split and report top-1 accuracy on the 15% test part. The
+loop stops when purity and NMI against the previous iteration both reach their
+thresholds, or after `max_iterations`.
+
+Patches are a `tf.data.Dataset` of unbatched `{"patch": [S, S, 3], "lesion_id":
+string}` (see `deeplesion_tf.data.patch_pipeline`), read in the same order every
+time; it should be cached by the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from deeplesion_tf.categorize import agreement
+from deeplesion_tf.categorize import kmeans
+from deeplesion_tf.categorize import vgg16_features
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    """How the loop runs.
+
+    Attributes:
+      feature_layer: "fc6" or "fc7".
+      k_values: the k tried by model selection; a single value fixes k.
+      max_iterations: iterations at most.
+      purity_threshold: purity against the previous iteration needed to stop.
+      nmi_threshold: NMI against the previous iteration needed to stop.
+      epochs: fine-tuning epochs per iteration.
+      batch_size: patches per fine-tuning step (global, over all replicas).
+      learning_rate: SGD learning rate (momentum 0.9, as the paper's detector).
+      split_fractions: train / validation / test fractions of each iteration's split.
+      seed: seeds the splits, k-means and the new classifier layers.
+    """
+
+    feature_layer: str = "fc7"
+    k_values: Tuple[int, ...] = tuple(range(2, 11))
+    max_iterations: int = 6
+    purity_threshold: float = 0.9
+    nmi_threshold: float = 0.85
+    epochs: int = 2
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    split_fractions: Tuple[float, float, float] = (0.75, 0.10, 0.15)
+    seed: int = 0
+
+
+class IterationReport(NamedTuple):
+    """One iteration: the clustering, its agreement with the previous one, the fine-tuning."""
+
+    iteration: int
+    k: int
+    k_scores: Dict[int, Dict[str, float]]
+    cluster_sizes: List[int]
+    purity: Optional[float]   # against the previous iteration; None on the first
+    nmi: Optional[float]
+    train_loss: float
+    validation_accuracy: float
+    test_accuracy: float
+
+
+class CategorizerResult(NamedTuple):
+    """Final cluster of every lesion, and the history of the loop."""
+
+    lesion_ids: List[str]
+    labels: np.ndarray          # [num_lesions] int, the last iteration's clusters
+    iterations: List[IterationReport]
+    converged: bool
+
+
+def split_indices(num_items: int, fractions: Sequence[float], seed: int
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random train/validation/test split of `range(num_items)` (each part non-empty).
+
+    Raises:
+      ValueError: fewer than 3 items.
+    """
+    if num_items < 3:
+        raise ValueError(f"need at least 3 lesions to split 3 ways, got {num_items}")
+    order = np.random.default_rng(seed).permutation(num_items)
+    num_test = max(1, int(round(fractions[2] * num_items)))
+    num_val = max(1, int(round(fractions[1] * num_items)))
+    num_train = num_items - num_val - num_test
+    if num_train < 1:
+        raise ValueError(f"{num_items} lesions leave no training part for {fractions}")
+    return (np.sort(order[:num_train]), np.sort(order[num_train:num_train + num_val]),
+            np.sort(order[num_train + num_val:]))
+
+
+def _subset(patches: tf.data.Dataset, labels: np.ndarray, indices: np.ndarray) -> tf.data.Dataset:
+    """`(patch, label)` pairs of the patches at `indices` (in dataset order)."""
+    keep = np.zeros(len(labels), bool)
+    keep[indices] = True
+    keep, labels = tf.constant(keep), tf.constant(labels, tf.int32)
+    return (patches.enumerate()
+            .filter(lambda i, element: tf.gather(keep, i))
+            .map(lambda i, element: (element["patch"], tf.gather(labels, i))))
+
+
+def _cluster(features: np.ndarray, settings: LoopSettings, iteration: int):
+    seed = settings.seed + iteration
+    if len(settings.k_values) == 1:
+        k = settings.k_values[0]
+        labels, _ = kmeans.cluster(features, k, seed=seed)
+        return k, np.asarray(labels), {}
+    selection = kmeans.select_k(features, settings.k_values, seed=seed)
+    return selection.k, np.asarray(selection.labels), dict(selection.scores)
+
+
+def _fine_tune(model: keras.Model, patches: tf.data.Dataset, labels: np.ndarray, k: int,
+               settings: LoopSettings, iteration: int, strategy: tf.distribute.Strategy
+               ) -> Tuple[float, float, float]:
+    train, val, test = split_indices(len(labels), settings.split_fractions,
+                                     seed=settings.seed * 1000 + iteration)
+    batch = settings.batch_size
+    with strategy.scope():
+        keras.utils.set_random_seed(settings.seed * 1000 + iteration)
+        classifier = vgg16_features.with_new_classifier(model, k)
+        classifier.compile(
+            optimizer=keras.optimizers.SGD(settings.learning_rate, momentum=0.9),
+            loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = classifier.fit(
+        _subset(patches, labels, train).shuffle(len(train), seed=settings.seed + iteration)
+        .batch(batch), epochs=settings.epochs, verbose=0)
+    _, val_accuracy = classifier.evaluate(_subset(patches, labels, val).batch(batch), verbose=0)
+    _, test_accuracy = classifier.evaluate(_subset(patches, labels, test).batch(batch), verbose=0)
+    return float(history.history["loss"][-1]), float(val_accuracy), float(test_accuracy)
+
+
+def run(model: keras.Model, patches: tf.data.Dataset, settings: LoopSettings,
+        strategy: Optional[tf.distribute.Strategy] = None) -> CategorizerResult:
+    """Runs the loop until the clusters converge or `max_iterations` pass.
+
+    Args:
+      model: VGG16 from `vgg16_features.build_vgg16`, built under `strategy.scope()`;
+        it is fine-tuned in place.
+      patches: the lesion patches (see the module docstring).
+      settings: a `LoopSettings`.
+      strategy: the `tf.distribute` strategy; the default strategy when None.
+
+    Returns:
+      A `CategorizerResult`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    reports: List[IterationReport] = []
+    previous: Optional[np.ndarray] = None
+    converged = False
+    lesion_ids: List[str] = []
+    labels = np.zeros(0, int)
+    for iteration in range(1, settings.max_iterations + 1):
+        extractor = vgg16_features.feature_extractor(model, settings.feature_layer)
+        features, lesion_ids = vgg16_features.extract_features(extractor, patches)
+        k, labels, k_scores = _cluster(features, settings, iteration)
+        purity = nmi = None
+        if previous is not None:
+            purity = agreement.purity(previous, labels)
+            nmi = agreement.nmi(previous, labels)
+        loss, val_accuracy, test_accuracy = _fine_tune(model, patches, labels, k, settings,
+                                                       iteration, strategy)
+        reports.append(IterationReport(
+            iteration=iteration, k=k, k_scores=k_scores,
+            cluster_sizes=np.bincount(labels, minlength=k).tolist(), purity=purity, nmi=nmi,
+            train_loss=loss, validation_accuracy=val_accuracy, test_accuracy=test_accuracy))
+        logging.info("Iteration %d: k=%d, purity %s, NMI %s, test accuracy %.3f", iteration, k,
+                     purity, nmi, test_accuracy)
+        if (purity is not None and purity >= settings.purity_threshold
+                and nmi >= settings.nmi_threshold):
+            converged = True
+            break
+        previous = labels
+    return CategorizerResult(lesion_ids, labels, reports, converged)

@@ -1,0 +1,139 @@
+"""VGG16 with its classifier: lesion patch features (FC6/FC7) and fine-tuning on clusters.
+
+The categorizer (paper Sec. 2.2) encodes each lesion patch with VGG16's
+fully-connected layers, clusters the features, fine-tunes VGG16 on the cluster
+labels and encodes again. Keras names VGG16's FC6 and FC7 `fc1` and `fc2`; this
+module keeps Keras's layer names so that ImageNet weights load by name.
+
+A `width_multiplier` below 1 (and smaller `fc_units` and `input_size`) keeps the
+same topology small enough to train on a CPU; ImageNet weights only fit the
+full-size network.
+
+Shapes: patches `[batch, input_size, input_size, 3]`, VGG-preprocessed (BGR, mean
+subtracted, as `keras.applications.vgg16.preprocess_input` makes them);
+features `[batch, fc_units]`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Tuple, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tqdm import tqdm
+
+# The paper's names for the fully-connected layers -> Keras's layer names.
+FEATURE_LAYERS = {"fc6": "fc1", "fc7": "fc2"}
+# (filters, convolutions) of the five blocks.
+_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+_FULL_SIZE = dict(width_multiplier=1.0, fc_units=4096, input_size=224)
+
+Weights = Optional[Union[str, os.PathLike]]
+
+
+def build_vgg16(
+    *,
+    weights: Weights = None,
+    num_classes: int = 1000,
+    input_size: int = 224,
+    width_multiplier: float = 1.0,
+    fc_units: int = 4096,
+    name: str = "vgg16",
+) -> keras.Model:
+    """VGG16 with FC6, FC7 and a `num_classes` softmax, named as Keras names it.
+
+    Args:
+      weights: None (random initialisation), "imagenet" (Keras downloads the
+        file once into ~/.keras/models), or the path of a local Keras VGG16
+        weights file with the classifier (`vgg16_weights_tf_dim_ordering_tf_kernels.h5`).
+        The convolutions, FC6 and FC7 take those weights; the classifier too
+        when `num_classes` is 1000.
+      num_classes: outputs of the final softmax (the clusters when fine-tuning).
+      input_size: rows = columns of the input patches; a multiple of 32.
+      width_multiplier: scales every convolution's filters.
+      fc_units: units of FC6 and FC7.
+      name: the model's name.
+
+    Raises:
+      ValueError: pretrained weights asked for a network that is not full-size,
+        or an input size that is not a multiple of 32.
+    """
+    size = dict(width_multiplier=width_multiplier, fc_units=fc_units, input_size=input_size)
+    if weights is not None and size != _FULL_SIZE:
+        raise ValueError(f"pretrained VGG16 weights fit only {_FULL_SIZE}, not {size}; "
+                         "use weights=None for a smaller network")
+    if input_size % 32 or input_size < 32:
+        raise ValueError(f"input_size must be a multiple of 32 (five 2x poolings), got {input_size}")
+    inputs = keras.Input((input_size, input_size, 3), name="patch")
+    x = inputs
+    for block, (filters, convolutions) in enumerate(_BLOCKS, start=1):
+        for i in range(1, convolutions + 1):
+            x = keras.layers.Conv2D(max(1, int(round(filters * width_multiplier))), 3,
+                                    padding="same", activation="relu",
+                                    name=f"block{block}_conv{i}")(x)
+        x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(fc_units, activation="relu", name="fc1")(x)
+    x = keras.layers.Dense(fc_units, activation="relu", name="fc2")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        _load_pretrained(model, weights)
+    return model
+
+
+def _load_pretrained(model: keras.Model, weights: Weights) -> None:
+    source = keras.applications.VGG16(include_top=True, weights=os.fspath(weights))
+    loaded = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name == "predictions" and layer.units != 1000:
+            continue  # A new classifier for the clusters: stays randomly initialised.
+        layer.set_weights(source.get_layer(layer.name).get_weights())
+        loaded.append(layer.name)
+    logging.info("Loaded VGG16 weights %s into %d layers", weights, len(loaded))
+
+
+def with_new_classifier(model: keras.Model, num_classes: int) -> keras.Model:
+    """The same network (shared layers) with a fresh `num_classes` softmax on FC7."""
+    fc7 = model.get_layer(FEATURE_LAYERS["fc7"]).output
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(fc7)
+    return keras.Model(model.input, outputs, name=model.name)
+
+
+def feature_extractor(model: keras.Model, layer: str = "fc7") -> keras.Model:
+    """A model from patches to the FC6 or FC7 activations of `model` (shared weights).
+
+    Raises:
+      ValueError: `layer` is not "fc6" or "fc7".
+    """
+    if layer not in FEATURE_LAYERS:
+        raise ValueError(f"feature layer must be one of {sorted(FEATURE_LAYERS)}, got {layer!r}")
+    return keras.Model(model.input, model.get_layer(FEATURE_LAYERS[layer]).output,
+                       name=f"{model.name}_{layer}")
+
+
+def extract_features(extractor: keras.Model, patches: tf.data.Dataset, batch_size: int = 32
+                     ) -> Tuple[np.ndarray, List[str]]:
+    """Encodes every patch of a patch dataset, in order.
+
+    Args:
+      extractor: from `feature_extractor`.
+      patches: unbatched elements `{"patch": [S, S, 3], "lesion_id": string, ...}`.
+      batch_size: patches per forward pass.
+
+    Returns:
+      `(features [n, units] float32, lesion_ids)`, row i belonging to lesion_ids[i].
+    """
+    features, lesion_ids = [], []
+    batches = patches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    for batch in tqdm(batches, desc="VGG16 features", unit=" batches"):
+        features.append(np.asarray(extractor(batch["patch"], training=False)))
+        lesion_ids.extend(v.decode() for v in batch["lesion_id"].numpy())
+    if not features:
+        raise ValueError("the patch dataset is empty")
+    return np.concatenate(features).astype(np.float32), lesion_ids
