@@ -15,8 +15,6 @@ from deeplesion_tf.data import detector_pipeline
 from deeplesion_tf.data import hu_windows
 from deeplesion_tf.data import png16
 from tests import tfds_helpers
-from tfds_deeplesion.deeplesion import deeplesion_dataset_builder as dl_builder
-from tfds_deeplesion.deeplesion import dummy_data_generation
 
 WIDE = hu_windows.NIH_WIDE_WINDOW
 BACKGROUND_HU, LESION_HU, PREVIOUS_HU, NEXT_HU = -1000.0, 2000.0, -500.0, 500.0
@@ -320,13 +318,7 @@ def test_several_windows_give_window_major_channels():
 
 @pytest.fixture(scope="module")
 def pacs_builder(tmp_path_factory):
-    """dummy_data's PACS built with the `pacs` config in-process (64 x 64 slices).
-
-    The data dir is shared by the session, so test_patch_pipeline reuses the build.
-    """
-    config = dl_builder.DeepLesionConfig(name="pacs_inline", source="pacs", num_workers=1)
-    return tfds_helpers.build(config, tmp_path_factory.getbasetemp() / "pipelines_tfds",
-                              manual_dir=dummy_data_generation.DUMMY_DIR)
+    return tfds_helpers.build_dummy_pacs(tmp_path_factory)
 
 
 def test_dummy_pacs_boxes_images_and_ids(pacs_builder):

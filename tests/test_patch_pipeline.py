@@ -9,8 +9,6 @@ from deeplesion_tf.data import bookmarks
 from deeplesion_tf.data import hu_windows
 from deeplesion_tf.data import patch_pipeline
 from tests import tfds_helpers
-from tfds_deeplesion.deeplesion import deeplesion_dataset_builder as dl_builder
-from tfds_deeplesion.deeplesion import dummy_data_generation
 
 WIDE3 = (hu_windows.NIH_WIDE_WINDOW,) * 3
 # Long axis (20, 20)-(30, 20), short axis (25, 15)-(25, 25): with 5 px of padding
@@ -130,13 +128,7 @@ def test_vgg_preprocessing_needs_three_windows():
 
 @pytest.fixture(scope="module")
 def pacs_builder(tmp_path_factory):
-    """dummy_data's PACS built with the `pacs` config in-process (64 x 64 slices).
-
-    The same data dir as test_detector_pipeline's: one build per session.
-    """
-    config = dl_builder.DeepLesionConfig(name="pacs_inline", source="pacs", num_workers=1)
-    return tfds_helpers.build(config, tmp_path_factory.getbasetemp() / "pipelines_tfds",
-                              manual_dir=dummy_data_generation.DUMMY_DIR)
+    return tfds_helpers.build_dummy_pacs(tmp_path_factory)
 
 
 def test_dummy_pacs_patches(pacs_builder):

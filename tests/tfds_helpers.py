@@ -46,3 +46,16 @@ def box_pixels(example):
     """The example's lesion boxes in 0-based pixels `[ymin, xmin, ymax, xmax]`."""
     height, width = example["image"].shape[:2]
     return example["lesions"]["bbox"].astype(np.float64) * [height, width, height, width]
+
+
+def build_dummy_pacs(tmp_path_factory):
+    """dummy_data's PACS built in-process with the `pacs` config (64 x 64 slices).
+
+    The data dir lives in the session's base temp dir, so every test module that
+    asks gets the same build, made once.
+    """
+    from tfds_deeplesion.deeplesion import dummy_data_generation
+
+    config = dl_builder.DeepLesionConfig(name="pacs_inline", source="pacs", num_workers=1)
+    return build(config, tmp_path_factory.getbasetemp() / "pipelines_tfds",
+                 manual_dir=dummy_data_generation.DUMMY_DIR)
