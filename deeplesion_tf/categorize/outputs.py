@@ -1,0 +1,127 @@
+"""What the categorizer writes: pseudo labels, a report, cluster montages, a metrics plot.
+
+`output_dir/`:
+  pseudo_labels.csv   `lesion_id,cluster` (clusters numbered from 1; 0 is the
+                      detector's background class)
+  report.json         settings, k-selection scores, per-iteration purity, NMI,
+                      accuracies and cluster sizes, convergence
+  montage_cluster_<c>.png   a grid of the cluster's patches, for a radiologist to
+                      name the cluster (the paper's 800-patch review)
+  metrics.png         purity, NMI and test accuracy over the iterations
+  cluster_names.csv   `cluster,name` when a names file was given
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; no display on servers.
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from deeplesion_tf.categorize import loop  # noqa: E402
+
+
+def write_pseudo_labels(path: str, lesion_ids: Sequence[str], labels: np.ndarray) -> None:
+    """`lesion_id,cluster`, clusters 1..k, sorted by lesion id."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["lesion_id", "cluster"])
+        for lesion_id, label in sorted(zip(lesion_ids, labels.tolist())):
+            writer.writerow([lesion_id, int(label) + 1])
+
+
+def read_names(path: str) -> Dict[int, str]:
+    """A names file `cluster,name` (clusters from 1), e.g. `1,LV`.
+
+    Raises:
+      ValueError: a row that is not `integer,name`, naming the file and row.
+    """
+    names = {}
+    with open(path, newline="") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if not row or (number == 1 and row[0].strip().lower() == "cluster"):
+                continue
+            try:
+                cluster, name = int(row[0]), row[1].strip()
+            except (ValueError, IndexError) as e:
+                raise ValueError(f"{path} row {number}: expected 'cluster,name', got {row}") from e
+            names[cluster] = name
+    return names
+
+
+def write_report(path: str, result: loop.CategorizerResult, settings: loop.LoopSettings,
+                 extra: Optional[dict] = None) -> dict:
+    """report.json; returns what it wrote."""
+    report = {
+        "settings": dataclasses.asdict(settings),
+        "converged": result.converged,
+        "num_lesions": len(result.lesion_ids),
+        "final_k": int(result.labels.max()) + 1 if len(result.labels) else 0,
+        "iterations": [
+            {**r._asdict(),
+             "k_scores": {criterion: {str(k): float(v) for k, v in scores.items()}
+                          for criterion, scores in r.k_scores.items()}}
+            for r in result.iterations],
+    }
+    report.update(extra or {})
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def _display(patch: np.ndarray) -> np.ndarray:
+    """A VGG-preprocessed patch (BGR, mean-subtracted) back to RGB in [0, 1]."""
+    rgb = (patch + np.array([103.939, 116.779, 123.68]))[..., ::-1]
+    return np.clip(rgb / 255.0, 0.0, 1.0)
+
+
+def write_montages(output_dir: str, patches: Sequence[np.ndarray], labels: np.ndarray,
+                   names: Dict[int, str], per_cluster: int = 64, seed: int = 0) -> List[str]:
+    """One PNG grid per cluster of up to `per_cluster` random patches; returns the paths."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for cluster in range(int(labels.max()) + 1 if len(labels) else 0):
+        members = np.flatnonzero(labels == cluster)
+        chosen = rng.choice(members, size=min(per_cluster, len(members)), replace=False)
+        columns = int(np.ceil(np.sqrt(len(chosen)))) or 1
+        rows = int(np.ceil(len(chosen) / columns)) or 1
+        figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.2 + 0.4),
+                                    squeeze=False)
+        for axis in axes.flat:
+            axis.axis("off")
+        for axis, index in zip(axes.flat, chosen):
+            axis.imshow(_display(patches[index]))
+        title = f"cluster {cluster + 1}" + (f" ({names[cluster + 1]})" if cluster + 1 in names
+                                             else "")
+        figure.suptitle(f"{title}: {len(members)} lesions, {len(chosen)} shown")
+        path = os.path.join(output_dir, f"montage_cluster_{cluster + 1}.png")
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def plot_metrics(path: str, result: loop.CategorizerResult) -> None:
+    """Purity and NMI against the previous iteration, and test accuracy, per iteration."""
+    iterations = [r.iteration for r in result.iterations]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name in ("purity", "nmi", "test_accuracy"):
+        values = [getattr(r, name) for r in result.iterations]
+        points = [(i, v) for i, v in zip(iterations, values) if v is not None]
+        if points:
+            axis.plot(*zip(*points), marker="o", label=name.replace("_", " "))
+    axis.set_xlabel("iteration")
+    axis.set_ylim(0, 1.02)
+    axis.set_xticks(iterations)
+    axis.legend()
+    axis.set_title("Categorizer convergence" + (" (converged)" if result.converged else ""))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
