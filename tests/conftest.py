@@ -21,3 +21,11 @@ def shared_dir() -> pathlib.Path:
 def release_subset_csv(shared_dir) -> pathlib.Path:
     """851 real rows of the NIH release's DL_info.csv."""
     return shared_dir / "data" / "deeplesion_release_metadata" / "DL_info_subset.csv"
+
+
+@pytest.fixture(scope="session")
+def dummy_pacs_builder(tmp_path_factory):
+    """dummy_data's PACS built once per session with the `pacs` config (64 x 64 slices)."""
+    from tests import tfds_helpers
+
+    return tfds_helpers.build_dummy_pacs(tmp_path_factory)

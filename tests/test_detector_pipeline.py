@@ -316,15 +316,10 @@ def test_several_windows_give_window_major_channels():
 # --- On the dummy PACS ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pacs_builder(tmp_path_factory):
-    return tfds_helpers.build_dummy_pacs(tmp_path_factory)
-
-
-def test_dummy_pacs_boxes_images_and_ids(pacs_builder):
-    examples = tfds_helpers.examples(pacs_builder, "train")
+def test_dummy_pacs_boxes_images_and_ids(dummy_pacs_builder):
+    examples = tfds_helpers.examples(dummy_pacs_builder, "train")
     batches = _batches(detector_pipeline.make_detector_dataset(
-        pacs_builder.as_dataset(split="train"), training=False, batch_size=4, image_size=64,
+        dummy_pacs_builder.as_dataset(split="train"), training=False, batch_size=4, image_size=64,
         box_padding_px=20.0, deterministic=True))
     images = np.concatenate([b["images"] for b in batches])
     assert len(images) == len(examples) == 14
@@ -345,10 +340,10 @@ def test_dummy_pacs_boxes_images_and_ids(pacs_builder):
                                    atol=1e-6)
 
 
-def test_dummy_pacs_deterministic_runs_are_identical_and_png_bytes_agree(pacs_builder):
+def test_dummy_pacs_deterministic_runs_are_identical_and_png_bytes_agree(dummy_pacs_builder):
     def run(**read):
         return _batches(detector_pipeline.make_detector_dataset(
-            pacs_builder.as_dataset(split="train", **read), training=True, batch_size=4,
+            dummy_pacs_builder.as_dataset(split="train", **read), training=True, batch_size=4,
             image_size=96, deterministic=True, seed=7))
 
     first, second = run(), run()
@@ -360,7 +355,7 @@ def test_dummy_pacs_deterministic_runs_are_identical_and_png_bytes_agree(pacs_bu
             np.testing.assert_array_equal(a[key], b[key])
             np.testing.assert_array_equal(a[key], c[key])
     other_seed = _batches(detector_pipeline.make_detector_dataset(
-        pacs_builder.as_dataset(split="train"), training=True, batch_size=4, image_size=96,
+        dummy_pacs_builder.as_dataset(split="train"), training=True, batch_size=4, image_size=96,
         deterministic=True, seed=8))
     assert any(not np.array_equal(a["lesion_ids"], b["lesion_ids"])
                or not np.array_equal(a["images"], b["images"]) for a, b in zip(first, other_seed))

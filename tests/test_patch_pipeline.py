@@ -126,15 +126,10 @@ def test_vgg_preprocessing_needs_three_windows():
         patch_pipeline.make_patch_dataset(_dataset([]), windows=WIDE3[:2])
 
 
-@pytest.fixture(scope="module")
-def pacs_builder(tmp_path_factory):
-    return tfds_helpers.build_dummy_pacs(tmp_path_factory)
-
-
-def test_dummy_pacs_patches(pacs_builder):
-    examples = tfds_helpers.examples(pacs_builder, "train")
+def test_dummy_pacs_patches(dummy_pacs_builder):
+    examples = tfds_helpers.examples(dummy_pacs_builder, "train")
     patches = _patches(patch_pipeline.make_patch_dataset(
-        pacs_builder.as_dataset(split="train"), patch_size=224))
+        dummy_pacs_builder.as_dataset(split="train"), patch_size=224))
     lesions = [(e, i) for e in examples for i in range(len(e["lesions"]["lesion_id"]))]
     assert len(patches) == len(lesions) == 16  # two key slices hold two lesions each
     for patch, (example, i) in zip(patches, lesions):

@@ -279,11 +279,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         results = pool.imap(work, tasks) if pool and len(tasks) > 1 else map(work, tasks)
         for outcomes in results:
             for outcome in outcomes:
-                if isinstance(outcome, tuple) and not isinstance(outcome, (skips.Skip,
-                                                                           skips.Repair)):
-                    yield outcome
-                else:
+                if isinstance(outcome, (skips.Skip, skips.Repair)):
                     self._record([outcome])
+                else:
+                    yield outcome
 
     def _worker_pool(self):
         """One pool for the whole build, made on first use; None for a single worker.
@@ -299,9 +298,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # --- Skip accounting ------------------------------------------------------------
 
     def _record(self, events) -> None:
-        for event in events:
-            self._counts = skips.tally([event], self._counts)
-            self._details.append(f"{event[0]}: {event[-1]}")
+        self._counts = skips.tally(events, self._counts)
+        self._details.extend(f"{event[0]}: {event[-1]}" for event in events)
 
     def _process_pipeline_result(self, pipeline_result) -> None:
         beam = tfds.core.lazy_imports.apache_beam
