@@ -57,3 +57,37 @@ def test_report_montages_plot_and_flags(run):
     assert (run / "metrics.png").exists()
     assert "--patch_size=32" in (run / "flags.txt").read_text()
     assert (run / "cluster_names.csv").read_text().startswith("cluster,name\n1,AA")
+
+
+def test_pooled_block_features_and_standardization_flags(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds_pooled")
+    tfds_helpers.build("pacs", data_dir, manual_dir=dummy.DUMMY_DIR)
+    out = tmp_path_factory.mktemp("categorize_pooled")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bin" / "categorize_lesions"),
+         f"--data_dir={data_dir}", "--dataset=deeplesion/pacs", f"--output_dir={out}",
+         "--patch_size=32", "--width_multiplier=0.125", "--fc_units=16", "--k=2,3",
+         "--max_iterations=1", "--epochs=1", "--batch_size=4", "--padding_px=60",
+         "--feature_layer=block2", "--feature_normalization=standardize",
+         "--k_criterion=bic"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["feature_layer"] == "block2"
+    assert report["settings"]["feature_normalization"] == "standardize"
+    # k is the one with the lowest BIC of the first (only) iteration.
+    assert report["settings"]["k_criterion"] == "bic"
+    bic = report["iterations"][0]["k_scores"]["bic"]
+    assert report["final_k"] == int(min(bic, key=bic.get))
+    with open(out / "pseudo_labels.csv", newline="") as f:
+        clusters = [int(r["cluster"]) for r in csv.DictReader(f)]
+    assert len(clusters) == report["num_lesions"]
+    assert set(clusters) == set(range(1, report["final_k"] + 1))
+    assert "--feature_normalization=standardize" in (out / "flags.txt").read_text()
+    assert "--k_criterion=bic" in (out / "flags.txt").read_text()
+    # An unknown layer is refused by the flag, before any work.
+    refused = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bin" / "categorize_lesions"),
+         f"--output_dir={out}", "--feature_layer=block6"],
+        capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "feature_layer" in refused.stderr

@@ -107,3 +107,44 @@ def test_bad_arguments_raise(blobs):
         kmeans.select_k(np.zeros((0, 4)))
     with pytest.raises(ValueError, match=r"k=0 must lie in \[1, 360\]"):
         kmeans.cluster(features, 0)
+
+
+def test_standardize_weighs_every_feature_alike():
+    # Two groups told apart by a small-scale feature; a large-scale feature is
+    # noise. After L2 normalisation the noise dominates every vector's direction;
+    # standardising gives both features unit variance, and the groups separate.
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1], 40)
+    features = np.stack([rng.normal(500.0, 150.0, 80),
+                         1.0 + truth + rng.normal(0.0, 0.05, 80)], axis=1)
+    standardized = kmeans.cluster(features, 2, normalization=kmeans.STANDARDIZE)
+    assert agreement.purity(truth, standardized.labels) == 1.0
+    # Centers are the cluster means of the z-scored features: the second
+    # feature's two values are -1 and +1 (equal groups), the noise's mean about 0.
+    np.testing.assert_allclose(np.sort(standardized.centers[:, 1]), [-1.0, 1.0], atol=0.01)
+    l2 = kmeans.cluster(features, 2, normalization=kmeans.L2)
+    assert agreement.purity(truth, l2.labels) < 0.8
+    with pytest.raises(ValueError, match="normalization"):
+        kmeans.cluster(features, 2, normalization="minmax")
+
+
+def test_bic_criterion_finds_sub_blobs_that_one_component_cannot_see():
+    # Two far-apart groups, each two blobs 6 standard deviations apart along y.
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0, 0.0], [0.0, 3.0, 0.0], [20.0, 0.0, 20.0], [20.0, 3.0, 20.0]])
+    truth = np.repeat(np.arange(4), 60)
+    features = centers[truth] + rng.normal(0.0, 0.5, (240, 3))
+    by_bic = kmeans.select_k(features, range(2, 7), criterion=kmeans.BIC, pca_dims=None,
+                             normalization=kmeans.STANDARDIZE, sample_size=240)
+    assert by_bic.k == 4 and by_bic.criterion == kmeans.BIC
+    assert agreement.purity(truth, by_bic.labels) > 0.98
+    bic = by_bic.scores[kmeans.BIC]
+    assert min(bic, key=bic.get) == 4 and bic[4] < bic[2] - 20.0
+    # On the top principal component alone (x and z: the two groups) each
+    # group is one Gaussian, so the mixture's BIC prefers two clusters.
+    one_dim = kmeans.select_k(features, range(2, 7), criterion=kmeans.BIC, pca_dims=None,
+                              normalization=kmeans.STANDARDIZE, sample_size=240, bic_dims=1)
+    assert one_dim.k == 2
+    assert agreement.purity(one_dim.labels, truth) == 1.0
+    with pytest.raises(ValueError, match="bic_dims"):
+        kmeans.select_k(features, [2, 3], criterion=kmeans.BIC, bic_dims=0)

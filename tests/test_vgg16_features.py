@@ -74,3 +74,27 @@ def test_new_classifier_shares_the_trunk():
     clustered = vgg16_features.with_new_classifier(model, 7)
     assert clustered.output_shape == (None, 7)
     assert clustered.get_layer("fc2") is model.get_layer("fc2")
+
+
+def test_pooled_block_features_average_centred_crops():
+    keras.utils.set_random_seed(0)
+    model = vgg16_features.build_vgg16(num_classes=3, **_SMALL)
+    patches = np.random.default_rng(1).normal(0, 50, (4, 32, 32, 3)).astype(np.float32)
+    extractor = vgg16_features.feature_extractor(model, "block1")
+    features = extractor(patches).numpy()
+    # By hand: block1's 16 x 16 map averaged over all of it, the middle 8 x 8
+    # (margin round(16 * 0.25) = 4) and the middle 4 x 4 (margin 6).
+    block = keras.Model(model.input, model.get_layer("block1_pool").output)(patches).numpy()
+    channels = block.shape[-1]
+    expected = np.concatenate([block.mean((1, 2)), block[:, 4:12, 4:12].mean((1, 2)),
+                               block[:, 6:10, 6:10].mean((1, 2))], axis=1)
+    assert features.shape == (4, 3 * channels)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+    # A 1 x 1 block5 map: every crop keeps its single cell.
+    deep = vgg16_features.pooled_block_extractor(model, "block5", (1.0, 0.1))(patches).numpy()
+    cell = keras.Model(model.input, model.get_layer("block5_pool").output)(patches).numpy()
+    np.testing.assert_allclose(deep, np.concatenate([cell[:, 0, 0]] * 2, axis=1), atol=1e-6)
+    with pytest.raises(ValueError, match="block must be"):
+        vgg16_features.pooled_block_extractor(model, "block6")
+    with pytest.raises(ValueError, match="crop fractions"):
+        vgg16_features.pooled_block_extractor(model, "block1", (1.0, 0.0))

@@ -1,6 +1,7 @@
 """The categorizer's loop (paper Sec. 2.2, Fig. 2).
 
-Each iteration: encode every lesion patch with VGG16's FC6 or FC7 -> k-means,
+Each iteration: encode every lesion patch with VGG16's FC6 or FC7 (or, without
+pretrained weights, a convolutional block's pooled output) -> k-means,
 with k chosen by model selection -> compare the clusters with the previous
 iteration's (purity and NMI) -> fine-tune VGG16 on the cluster labels with a
 fresh random 75/10/15 split and report top-1 accuracy on the 15% test part. The
@@ -32,8 +33,13 @@ class LoopSettings:
     """How the loop runs.
 
     Attributes:
-      feature_layer: "fc6" or "fc7".
+      feature_layer: "fc6" or "fc7", or "block1" ... "block5" (pooled, see
+        `vgg16_features.pooled_block_extractor`).
+      feature_normalization: how k-means normalises the features, one of
+        `kmeans.NORMALIZATIONS` ("l2" for FC6/FC7, "standardize" for pooled blocks).
       k_values: the k tried by model selection; a single value fixes k.
+      k_criterion: the score that chooses k, one of `kmeans.CRITERIA`
+        ("silhouette", the default; "bic" for the CPU quickstart's pooled blocks).
       max_iterations: iterations at most.
       purity_threshold: purity against the previous iteration needed to stop.
       nmi_threshold: NMI against the previous iteration needed to stop.
@@ -45,7 +51,9 @@ class LoopSettings:
     """
 
     feature_layer: str = "fc7"
+    feature_normalization: str = kmeans.DEFAULT_NORMALIZATION
     k_values: Tuple[int, ...] = tuple(range(2, 11))
+    k_criterion: str = kmeans.DEFAULT_CRITERION
     max_iterations: int = 6
     purity_threshold: float = 0.9
     nmi_threshold: float = 0.85
@@ -112,9 +120,12 @@ def _cluster(features: np.ndarray, settings: LoopSettings, iteration: int):
     seed = settings.seed + iteration
     if len(settings.k_values) == 1:
         k = settings.k_values[0]
-        labels, _ = kmeans.cluster(features, k, seed=seed)
+        labels, _ = kmeans.cluster(features, k, seed=seed,
+                                   normalization=settings.feature_normalization)
         return k, np.asarray(labels), {}
-    selection = kmeans.select_k(features, settings.k_values, seed=seed)
+    selection = kmeans.select_k(features, settings.k_values, seed=seed,
+                                criterion=settings.k_criterion,
+                                normalization=settings.feature_normalization)
     return selection.k, np.asarray(selection.labels), dict(selection.scores)
 
 

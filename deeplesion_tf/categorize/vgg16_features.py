@@ -17,7 +17,7 @@ features `[batch, fc_units]`.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -28,8 +28,17 @@ from tqdm import tqdm
 # The paper's names for the fully-connected layers -> Keras's layer names.
 FEATURE_LAYERS = {"fc6": "fc1", "fc7": "fc2"}
 # (filters, convolutions) of the five blocks.
-_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 _FULL_SIZE = dict(width_multiplier=1.0, fc_units=4096, input_size=224)
+
+# Convolutional blocks whose pooled output can stand in for FC6/FC7 -> Keras's layer names.
+POOLED_BLOCKS = {f"block{b}": f"block{b}_pool" for b in range(1, 6)}
+FEATURE_LAYER_CHOICES = tuple(FEATURE_LAYERS) + tuple(POOLED_BLOCKS)
+# Sides of the centred crops of a block's map that `pooled_block_extractor`
+# averages, as fractions of the map's side: the whole patch (the region around
+# the lesion), the middle half (the host tissue) and the middle quarter (the
+# lesion itself, for the default padding of the CPU preset).
+DEFAULT_CROP_FRACTIONS = (1.0, 0.5, 0.25)
 
 Weights = Optional[Union[str, os.PathLike]]
 
@@ -69,7 +78,7 @@ def build_vgg16(
         raise ValueError(f"input_size must be a multiple of 32 (five 2x poolings), got {input_size}")
     inputs = keras.Input((input_size, input_size, 3), name="patch")
     x = inputs
-    for block, (filters, convolutions) in enumerate(_BLOCKS, start=1):
+    for block, (filters, convolutions) in enumerate(VGG16_BLOCKS, start=1):
         for i in range(1, convolutions + 1):
             x = keras.layers.Conv2D(max(1, int(round(filters * width_multiplier))), 3,
                                     padding="same", activation="relu",
@@ -85,8 +94,19 @@ def build_vgg16(
     return model
 
 
+def keras_vgg16(weights: Union[str, os.PathLike], *, include_top: bool = True) -> keras.Model:
+    """Keras's own VGG16 (224 x 224 input) with pretrained weights: the source to copy from.
+
+    Args:
+      weights: "imagenet" (Keras downloads the file once into ~/.keras/models)
+        or the path of a local Keras VGG16 weights file that fits `include_top`.
+      include_top: with FC6 (`fc1`), FC7 (`fc2`) and the 1000-way classifier.
+    """
+    return keras.applications.VGG16(include_top=include_top, weights=os.fspath(weights))
+
+
 def _load_pretrained(model: keras.Model, weights: Weights) -> None:
-    source = keras.applications.VGG16(include_top=True, weights=os.fspath(weights))
+    source = keras_vgg16(weights, include_top=True)
     loaded = []
     for layer in model.layers:
         if not layer.weights:
@@ -106,15 +126,65 @@ def with_new_classifier(model: keras.Model, num_classes: int) -> keras.Model:
 
 
 def feature_extractor(model: keras.Model, layer: str = "fc7") -> keras.Model:
-    """A model from patches to the FC6 or FC7 activations of `model` (shared weights).
+    """A model from patches to features of `model` (shared weights).
+
+    Args:
+      model: from `build_vgg16`.
+      layer: "fc6" or "fc7" (the paper's features), or "block1" ... "block5" for
+        that block's output pooled over centred crops (`pooled_block_extractor`).
 
     Raises:
-      ValueError: `layer` is not "fc6" or "fc7".
+      ValueError: `layer` is none of those.
     """
+    if layer in POOLED_BLOCKS:
+        return pooled_block_extractor(model, layer)
     if layer not in FEATURE_LAYERS:
-        raise ValueError(f"feature layer must be one of {sorted(FEATURE_LAYERS)}, got {layer!r}")
+        raise ValueError(f"feature layer must be one of {FEATURE_LAYER_CHOICES}, got {layer!r}")
     return keras.Model(model.input, model.get_layer(FEATURE_LAYERS[layer]).output,
                        name=f"{model.name}_{layer}")
+
+
+def pooled_block_extractor(model: keras.Model, block: str = "block1",
+                           crop_fractions: Sequence[float] = DEFAULT_CROP_FRACTIONS
+                           ) -> keras.Model:
+    """Patches -> a block's output averaged over centred crops, concatenated.
+
+    Used instead of FC6/FC7 when VGG16 has no pretrained weights. FC6/FC7 of a
+    randomly initialised network are random projections of the position-
+    dependent flatten of block 5, which on the synthetic PACS mostly tells a
+    dark (lung) background from the rest (benchmarks/BENCHMARKS.md). Averaging a
+    block's activations over the whole patch, its middle half and its middle
+    quarter (a centred spatial pyramid) keeps what the block sees of the
+    lesion, of its host tissue and of the region around it, wherever in the
+    patch these lie. Keras layers only, so the extractor is serialisable.
+
+    Args:
+      model: from `build_vgg16`.
+      block: "block1" ... "block5"; the block's pooling layer is read.
+      crop_fractions: sides of the centred crops, as fractions in (0, 1] of the
+        map's side; the crops are rounded to whole cells, at least one.
+
+    Returns:
+      A model from patches `[batch, S, S, 3]` to `[batch, len(crop_fractions) * C]`,
+      C being the block's channels, crop by crop in `crop_fractions` order.
+
+    Raises:
+      ValueError: an unknown block, or a fraction outside (0, 1].
+    """
+    if block not in POOLED_BLOCKS:
+        raise ValueError(f"block must be one of {sorted(POOLED_BLOCKS)}, got {block!r}")
+    if not crop_fractions or not all(0.0 < f <= 1.0 for f in crop_fractions):
+        raise ValueError(f"crop fractions must lie in (0, 1], got {tuple(crop_fractions)}")
+    x = model.get_layer(POOLED_BLOCKS[block]).output  # [batch, s, s, C]
+    side = x.shape[1]
+    pooled = []
+    for i, fraction in enumerate(crop_fractions):
+        margin = min(int(round(side * (1.0 - fraction) / 2.0)), (side - 1) // 2)
+        crop = keras.layers.Cropping2D(margin, name=f"{block}_crop{i}")(x) if margin else x
+        pooled.append(keras.layers.GlobalAveragePooling2D(name=f"{block}_gap{i}")(crop))
+    features = (keras.layers.Concatenate(name=f"{block}_pyramid")(pooled)
+                if len(pooled) > 1 else pooled[0])
+    return keras.Model(model.input, features, name=f"{model.name}_{block}_pooled")
 
 
 def extract_features(extractor: keras.Model, patches: tf.data.Dataset, batch_size: int = 32
