@@ -29,3 +29,14 @@ def dummy_pacs_builder(tmp_path_factory):
     from tests import tfds_helpers
 
     return tfds_helpers.build_dummy_pacs(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def dummy_pacs_data_dir(tmp_path_factory) -> pathlib.Path:
+    """A TFDS data dir holding `deeplesion/pacs` built from dummy_data (for the binaries)."""
+    from tests import tfds_helpers
+    from tfds_deeplesion.deeplesion import dummy_data_generation
+
+    data_dir = tmp_path_factory.mktemp("pacs_tfds")
+    tfds_helpers.build("pacs", data_dir, manual_dir=dummy_data_generation.DUMMY_DIR)
+    return data_dir

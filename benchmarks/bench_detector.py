@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Detector speed on this machine: inference and training, paper size and CPU quickstart size.
+
+    python benchmarks/bench_detector.py [--repeats=5] [--skip_paper]
+
+Random inputs (speed does not depend on the values; random initialisation, since
+no ImageNet weights can be had here). For each model: a warm-up call (tracing),
+then `--repeats` timed calls; prints medians. Inference is `model(images)`
+under `tf.function` (proposals, RoI pooling, box head, per-class NMS included);
+training is one optimizer step of `FasterRCNN.compute_losses` (the four losses)
+under `tf.function`, as `deeplesion_tf.detection.training` runs it.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from deeplesion_tf.detection import faster_rcnn, training  # noqa: E402
+
+PRESETS = {
+    # configs/paper_single_class.flags (random init instead of ImageNet).
+    "paper 512px": dict(image_size=512, batch=1, model=dict(
+        num_classes=1, width_multiplier=1.0, fc_units=4096)),
+    # configs/quickstart.flags.
+    "quickstart 256px": dict(image_size=256, batch=4, model=dict(
+        num_classes=1, width_multiplier=0.25, fc_units=256, anchor_sizes=(24., 36., 48.),
+        train_pre_nms_top_k=2000, train_post_nms_top_k=256, test_pre_nms_top_k=1000,
+        test_post_nms_top_k=100, rpn_num_samples=64, rpn_positive_iou=0.5)),
+}
+
+
+def _median_seconds(function, repeats):
+    function()  # warm-up: tracing
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def bench(name, preset, repeats):
+    tf.keras.utils.set_random_seed(0)
+    size, batch = preset["image_size"], preset["batch"]
+    model = faster_rcnn.build_faster_rcnn(image_size=size, **preset["model"])
+    optimizer = training.make_optimizer(training.TrainSettings(steps=1))
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(size=[batch, size, size, 3]).astype(np.float32))
+    side = size / 8
+    boxes = tf.constant([[[size / 2 - side, size / 2 - side, size / 2 + side,
+                           size / 2 + side]]] * batch, tf.float32)
+    classes = tf.ones([batch, 1], tf.int32)
+    counts = tf.ones([batch], tf.int32)
+
+    @tf.function
+    def infer():
+        return model(images)["scores"]
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = model.compute_losses(images, boxes, classes, counts)["total_loss"]
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    infer_s, infer_runs = _median_seconds(lambda: infer().numpy(), repeats)
+    train_s, train_runs = _median_seconds(lambda: train_step().numpy(), repeats)
+    print(f"| {name} | {batch} | {1000 * infer_s / batch:.0f} | {batch / train_s:.2f} | "
+          f"{', '.join(f'{t:.2f}' for t in infer_runs)} | {', '.join(f'{t:.2f}' for t in train_runs)} |",
+          flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip_paper", action="store_true")
+    args = parser.parse_args()
+    print("| model | batch | inference ms/image (median) | training images/s (median) | "
+          "inference runs (s/batch) | training runs (s/step) |")
+    print("|---|---|---|---|---|---|")
+    for name, preset in PRESETS.items():
+        if args.skip_paper and name.startswith("paper"):
+            continue
+        bench(name, preset, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

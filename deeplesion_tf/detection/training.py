@@ -1,0 +1,254 @@
+"""Training the detector under `tf.distribute`, with checkpoints that resume.
+
+A custom loop in the style of Model Garden's trainers: each replica computes
+the four losses of its share of the global batch (`FasterRCNN.compute_losses`),
+divides their sum by the number of replicas, and the optimizer sums the
+gradients over replicas, so a step equals one step on the global batch.
+
+`model_dir` holds:
+  * `ckpt-<step>.*`: the model and optimizer every `checkpoint_every` steps and
+    at the end (the last `keep_checkpoints`); a new run in the same directory
+    continues from the latest one, so an interrupted run loses at most the
+    steps since its last checkpoint.
+  * `train/`: TensorBoard summaries of the four losses, their total and the
+    RPN recall (means over the last `log_every` steps), the learning rate and
+    the speed, every `log_every` steps.
+Only the chief writes there; in a cluster, other workers save into a scratch
+folder under `model_dir/.worker_scratch/` that is removed after each save (every
+worker has to take part in a save of distributed variables).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+from typing import Callable, Dict, Optional
+
+import keras
+import tensorflow as tf
+from absl import logging
+from tqdm import tqdm
+
+from deeplesion_tf import distribute
+from deeplesion_tf.detection import faster_rcnn
+
+SUMMARY_NAMES = faster_rcnn.LOSS_NAMES + ("total_loss", "rpn_recall")
+MIXED_PRECISION_POLICIES = ("", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """How the detector is trained (defaults: the paper's, Sec. 3).
+
+    Attributes:
+      steps: total optimizer steps (the paper: 60K).
+      optimizer: "sgd" (the paper: SGD with momentum) or "adam" (Adam, for
+        training from random initialisation on a CPU in few steps).
+      learning_rate: initial SGD learning rate (0.001).
+      decay_every: the learning rate is multiplied by `decay_factor` every
+        this many steps (20K, 0.1).
+      decay_factor: see `decay_every`.
+      momentum: SGD momentum (0.9).
+      weight_decay: decoupled weight decay of the SGD optimizer (0.0005, py-faster-rcnn's).
+      clip_norm: clip the global gradient norm to this (None: no clipping).
+      checkpoint_every: steps between checkpoints.
+      keep_checkpoints: how many checkpoints are kept.
+      log_every: steps between summaries.
+      mixed_precision: "" (float32), "mixed_float16" (GPUs) or "mixed_bfloat16" (TPUs).
+      seed: seeds the anchor and RoI samples when `deterministic`.
+      deterministic: reproducible samples (stateless, seeded by `seed` and the step).
+    """
+
+    steps: int
+    optimizer: str = "sgd"
+    learning_rate: float = 1e-3
+    decay_every: int = 20000
+    decay_factor: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    clip_norm: Optional[float] = None
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 20
+    mixed_precision: str = ""
+    seed: int = 0
+    deterministic: bool = False
+
+
+def learning_rate_schedule(settings: TrainSettings):
+    """Step decay: `learning_rate * decay_factor ** (step // decay_every)`."""
+    boundaries = list(range(settings.decay_every, max(settings.steps, 1), settings.decay_every))
+    values = [settings.learning_rate * settings.decay_factor ** i
+              for i in range(len(boundaries) + 1)]
+    if not boundaries:
+        return settings.learning_rate
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def make_optimizer(settings: TrainSettings) -> keras.optimizers.Optimizer:
+    """SGD with momentum (or Adam), weight decay and the step schedule (loss-scaled for float16).
+
+    Raises:
+      ValueError: an unknown optimizer.
+    """
+    common = dict(learning_rate=learning_rate_schedule(settings),
+                  weight_decay=settings.weight_decay or None, global_clipnorm=settings.clip_norm)
+    if settings.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(momentum=settings.momentum, **common)
+    elif settings.optimizer == "adam":
+        optimizer = keras.optimizers.AdamW(**common) if settings.weight_decay else \
+            keras.optimizers.Adam(**{k: v for k, v in common.items() if k != "weight_decay"})
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {settings.optimizer!r}")
+    if settings.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def current_learning_rate(optimizer) -> tf.Tensor:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return tf.convert_to_tensor(inner.learning_rate)
+
+
+def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
+          make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+          strategy: tf.distribute.Strategy, model_dir: str, settings: TrainSettings,
+          progress: bool = True) -> Dict[str, float]:
+    """Trains (or resumes training) until `settings.steps` optimizer steps.
+
+    Args:
+      build_model: makes the built detector (called inside `strategy.scope()`).
+      make_dataset: the batches of one input pipeline, per replica and repeated
+        (`detector_pipeline.make_detector_dataset(...).repeat()` sharded by the
+        input context), as `tf.distribute.Strategy.distribute_datasets_from_function` wants.
+      strategy: from `deeplesion_tf.distribute.make_strategy`.
+      model_dir: checkpoints and summaries.
+      settings: `TrainSettings`.
+      progress: show a progress bar (chief only).
+
+    Returns:
+      The last logged values of `SUMMARY_NAMES` (means over the last `log_every`
+      steps of the replica means) and `step`.
+
+    Raises:
+      ValueError: bad settings.
+    """
+    if settings.steps < 1 or settings.checkpoint_every < 1 or settings.log_every < 1:
+        raise ValueError(f"steps, checkpoint_every and log_every must be >= 1: {settings}")
+    if settings.mixed_precision not in MIXED_PRECISION_POLICIES:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_POLICIES}, "
+                         f"got {settings.mixed_precision!r}")
+    if settings.mixed_precision:
+        keras.mixed_precision.set_dtype_policy(settings.mixed_precision)
+    chief = distribute.is_chief(strategy)
+    with strategy.scope():
+        model = build_model()
+        optimizer = make_optimizer(settings)
+        optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    save_dir = model_dir if chief else os.path.join(
+        model_dir, ".worker_scratch", distribute.task_id(strategy))
+    manager = tf.train.CheckpointManager(checkpoint, save_dir,
+                                         max_to_keep=settings.keep_checkpoints)
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        logging.info("Resumed from %s at step %d", latest, int(optimizer.iterations.numpy()))
+    else:
+        logging.info("No checkpoint in %s: training from step 0", model_dir)
+
+    replicas = strategy.num_replicas_in_sync
+    iterator = iter(strategy.distribute_datasets_from_function(make_dataset))
+
+    def replica_step(batch, seed):
+        with tf.GradientTape() as tape:
+            values = model.compute_losses(batch["images"], batch["boxes"], batch["classes"],
+                                          batch["num_lesions"], training=True, seed=seed)
+            loss = values["total_loss"] / replicas
+            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        variables = model.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+        return {name: values[name] for name in SUMMARY_NAMES}
+
+    @tf.function
+    def train_step(iterator):
+        seed = None
+        if settings.deterministic:
+            seed = tf.stack([tf.constant(settings.seed, tf.int64),
+                             tf.cast(optimizer.iterations, tf.int64)])
+        per_replica = strategy.run(replica_step, args=(next(iterator), seed))
+        return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for name, value in per_replica.items()}
+
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief else None
+    step = int(optimizer.iterations.numpy())
+    last: Dict[str, float] = {}
+    bar = tqdm(total=settings.steps, initial=step, desc="train_detector", unit=" steps",
+               disable=not (chief and progress))
+    started, start_step = time.time(), step
+    # Logged values are means over the steps since the last log (single steps are noisy).
+    sums: Dict[str, float] = {}
+    count = 0
+    while step < settings.steps:
+        values = train_step(iterator)
+        step = int(optimizer.iterations.numpy())
+        bar.update(1)
+        for name, value in values.items():
+            sums[name] = sums.get(name, 0.0) + float(value)
+        count += 1
+        if step % settings.log_every == 0 or step == settings.steps:
+            last = {name: total / count for name, total in sums.items()}
+            sums, count = {}, 0
+            for name, value in last.items():
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"{name} is {value} at step {step}")
+            learning_rate = float(current_learning_rate(optimizer))
+            bar.set_postfix(loss=f"{last['total_loss']:.3f}",
+                            recall=f"{last['rpn_recall']:.2f}", lr=f"{learning_rate:.0e}")
+            logging.info("step %d: %s, lr %.2e", step,
+                         ", ".join(f"{k} {v:.4f}" for k, v in last.items()), learning_rate)
+            if writer is not None:
+                with writer.as_default(step=step):
+                    for name, value in last.items():
+                        tf.summary.scalar(name, value)
+                    tf.summary.scalar("learning_rate", learning_rate)
+                    tf.summary.scalar("steps_per_second", _rate(started, start_step, step))
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            _save(manager, step, save_dir, chief)
+    bar.close()
+    if writer is not None:
+        writer.flush()
+    last["step"] = step
+    return last
+
+
+def _rate(started: float, start_step: int, step: int) -> float:
+    return (step - start_step) / max(time.time() - started, 1e-9)
+
+
+def _save(manager: tf.train.CheckpointManager, step: int, save_dir: str, chief: bool) -> None:
+    path = manager.save(checkpoint_number=step)
+    if chief:
+        logging.info("Saved %s", path)
+    else:
+        shutil.rmtree(save_dir, ignore_errors=True)
+
+
+def restore_model(model: keras.Model, model_dir: str, checkpoint: Optional[str] = None) -> str:
+    """Loads the model part of a training checkpoint (latest unless `checkpoint`).
+
+    The model must be built (variables created). Returns the checkpoint path.
+
+    Raises:
+      FileNotFoundError: `model_dir` holds no checkpoint.
+    """
+    path = checkpoint or tf.train.latest_checkpoint(model_dir)
+    if not path:
+        raise FileNotFoundError(f"no checkpoint in {model_dir!r}")
+    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    logging.info("Restored the model from %s", path)
+    return path
