@@ -137,7 +137,8 @@ def _lesion_classes(lesion_ids: tf.Tensor, table: Optional[tf.lookup.StaticHashT
         return tf.identity(classes)
 
 
-def _resize(hu: tf.Tensor, scale: tf.Tensor, size: tf.Tensor, image_size: int) -> tf.Tensor:
+def resize_with_scale(hu: tf.Tensor, scale: tf.Tensor, size: tf.Tensor,
+                      image_size: int) -> tf.Tensor:
     """`[H, W, c]` -> `[size[0], size[1], c]`, bilinear with exactly `scale` on both axes.
 
     `tf.image.resize` derives its scale per axis from the sizes, and
@@ -222,7 +223,8 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
         resized_size = tf.minimum(
             tf.cast(tf.round(tf.cast(original_size, tf.float32) * scale), tf.int32), image_size)
         resized_size = tf.maximum(resized_size, 1)
-        image = hu_windows.apply_windows(_resize(hu, scale, resized_size, image_size), windows)
+        image = hu_windows.apply_windows(
+            resize_with_scale(hu, scale, resized_size, image_size), windows)
 
         lesions = example["lesions"]
         boxes = measurement_boxes(lesions["measurement"], height, width, box_padding_px)

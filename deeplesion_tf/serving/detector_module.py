@@ -1,0 +1,305 @@
+"""The trained detector as a `tf.Module` whose signatures TF Serving runs.
+
+Everything between a CT slice and its lesion boxes lives in the graph, built
+from the training pipeline's own functions (`detector_pipeline.resize_with_scale`,
+`hu_windows.apply_windows`, `detector_pipeline.boxes_to_original`), so that a
+served slice is prepared exactly as the detector saw slices in training and
+evaluation. Only stock TensorFlow ops are used (no `py_function`, no custom ops).
+
+Shape shorthand:
+  B: images per request (`batch`).
+  H, W: rows and columns of the input slices (any size; one size per request).
+  S: `image_size`, the side of the network input.
+  D: detections per image (`max_detections` of the model; padded rows last).
+
+Signatures (all outputs are batch-major; see `SIGNATURES`):
+  `serving_default`: `images` float32 `[B, H, W, 3]` HU of the previous, key
+    and next slice (the key slice's neighbours give context; repeat the key
+    slice where there is none).
+  `detect_hu_with_spacing`: `images` as above and `pixel_spacing` float32
+    `[B, 2]` `(row, column)` mm, adding the mm outputs.
+  `detect_png`: `png_slices` string `[B, 3]`, 16-bit grayscale PNGs of
+    HU + 32768 (the NIH release's and the TFDS dataset's format) for the
+    previous, key and next slice.
+  `detect_png_with_spacing`: `png_slices` and `pixel_spacing`.
+
+A signature input cannot be optional in TF Serving (every signature input
+must be fed), so the spacing comes as separate signatures rather than a
+default value that would silently put wrong millimetres in the answer.
+
+Outputs:
+  `detection_boxes`: `[B, D, 4]` float32 `[ymin, xmin, ymax, xmax]` in pixels
+    of the input slice (pixel centres at integers, clipped to the slice);
+    padded rows 0.
+  `detection_scores`: `[B, D]` float32, best first; padded rows 0.
+  `detection_classes`: `[B, D]` int32, 1..K; padded rows 0.
+  `detection_class_names`: `[B, D]` string; padded rows "".
+  `num_detections`: `[B]` int32, the real rows.
+  `detection_diameters_px`: `[B, D, 2]` float32 (long, short) lesion
+    diameter estimated from the box (`estimate_diameters`); padded rows 0.
+  With spacing also `detection_boxes_mm` (`detection_boxes` times the
+  spacing: mm from the centre of the top-left pixel) and
+  `detection_diameters_mm` `[B, D, 2]`.
+
+Resizing: every slice of a request has the same `H, W` and is resized by one
+scale `S / max(H, W)` (as in training); requests of several sizes go in
+separate calls. Bad input (wrong rank or channel count, an empty batch,
+non-finite HU, PNGs that are not 16-bit grayscale or differ in size, a
+non-positive spacing) fails with `InvalidArgumentError` naming the input.
+The inputs' shapes are left unknown in the signatures so that these checks,
+rather than a client-specific shape mismatch, answer malformed requests in
+every client (TF Serving does not check shapes against the signature).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import tensorflow as tf
+
+from deeplesion_tf.data import detector_pipeline
+from deeplesion_tf.data import hu_windows
+
+# Signature names.
+SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # "serving_default"
+HU_WITH_SPACING = "detect_hu_with_spacing"
+PNG = "detect_png"
+PNG_WITH_SPACING = "detect_png_with_spacing"
+SIGNATURES = (SERVING_DEFAULT, HU_WITH_SPACING, PNG, PNG_WITH_SPACING)
+
+# Input names.
+IMAGES = "images"
+PNG_SLICES = "png_slices"
+PIXEL_SPACING = "pixel_spacing"
+
+OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes",
+           "detection_class_names", "num_detections", "detection_diameters_px")
+SPACING_OUTPUTS = ("detection_boxes_mm", "detection_diameters_mm")
+
+_PNG_HEADER_BYTES = 26  # signature (8), IHDR length and type (8), width, height, depth, colour
+_PNG_SIGNATURE = (137, 80, 78, 71, 13, 10, 26, 10)
+_IHDR = (73, 72, 68, 82)
+
+
+def estimate_diameters(boxes: tf.Tensor, box_padding_px: float, spacing=None) -> tf.Tensor:
+    """(long, short) lesion diameters estimated from detection boxes.
+
+    Training boxes are the extent of the two RECIST diameters' endpoints widened
+    by `box_padding_px` on each side (`bookmarks.measure`). The estimate undoes
+    the padding and takes the longer side of the remaining extent as the long
+    diameter and the shorter as the short one. That is exact for diameters
+    along the image axes and underestimates an oblique long diameter (by up to
+    a factor 1/sqrt(2) at 45 degrees); boxes clipped at the border give less.
+
+    Args:
+      boxes: `[..., 4]` `[ymin, xmin, ymax, xmax]` pixels of the original slice.
+      box_padding_px: the padding of the training boxes, original pixels.
+      spacing: None for pixels, else `[..., 2]` `(row, column)` mm per pixel,
+        broadcastable to `boxes[..., :2]`.
+
+    Returns:
+      `[..., 2]` float32 `(long, short)`, >= 0.
+    """
+    extent = tf.nn.relu(boxes[..., 2:] - boxes[..., :2] - 2.0 * box_padding_px)  # (rows, cols)
+    if spacing is not None:
+        extent = extent * spacing
+    return tf.stack([tf.reduce_max(extent, axis=-1), tf.reduce_min(extent, axis=-1)], axis=-1)
+
+
+def _guard(ok: tf.Tensor, message: list, passed, placeholder_shape, dtype) -> tf.Tensor:
+    """`passed()` where `ok` holds, else fails with `InvalidArgumentError: message`.
+
+    The check runs as a branch of `tf.cond` rather than as an `Assert` that
+    later ops depend on by control only: Grappler may run a shape check such as
+    `EnsureShape` before such an `Assert`, which would then answer bad input
+    with its own vaguer error. The failing branch returns an empty tensor of
+    `placeholder_shape` that is never used.
+    """
+    def failed():
+        with tf.control_dependencies([tf.debugging.Assert(ok, message, summarize=30)]):
+            return tf.zeros(placeholder_shape, dtype)
+
+    return tf.cond(ok, passed, failed)
+
+
+class DetectorModule(tf.Module):
+    """A trained `FasterRCNN` with its input settings and class names, for export.
+
+    Args:
+      model: the detector (`model_dir.load_model(...).model`).
+      class_names: K names, `class_names[k - 1]` for class k.
+      image_size: `S` of training.
+      windows: HU windows of training.
+      box_padding_px: box padding of training (for the diameter estimate).
+    """
+
+    def __init__(self, model, class_names: Sequence[str], *, image_size: int,
+                 windows: Sequence[Sequence[float]], box_padding_px: float, name=None):
+        super().__init__(name=name)
+        if len(class_names) != model.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model of "
+                             f"{model.num_classes} classes")
+        self.model = model
+        self.image_size = int(image_size)
+        self.windows = hu_windows.validate_windows(windows)
+        self.box_padding_px = float(box_padding_px)
+        self.class_names = tuple(str(n) for n in class_names)
+        # Index 0 is the padding class.
+        self._names_with_padding = tf.constant(("",) + self.class_names, tf.string)
+
+    # -- The graph, shared by the signatures -------------------------------------------------
+
+    def _check_hu(self, images: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(images)
+        # The shape padded with zeros, so that entry 3 exists at any rank.
+        padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)
+        channels_ok = tf.logical_and(tf.equal(tf.rank(images), 4), tf.equal(padded[3], 3))
+        images = _guard(channels_ok, [
+            f"{IMAGES} must be float32 HU of shape [batch, height, width, 3] (previous, key and "
+            "next slice); got shape", shape],
+            lambda: tf.ensure_shape(images, [None, None, None, 3]), [0, 0, 0, 3], tf.float32)
+        shape = tf.shape(images)
+        images = _guard(shape[0] > 0, [f"{IMAGES}: empty batch; got shape", shape],
+                        lambda: images, [0, 0, 0, 3], tf.float32)
+        images = _guard(tf.logical_and(shape[1] > 0, shape[2] > 0),
+                        [f"{IMAGES}: slices of no pixels; got shape", shape],
+                        lambda: images, [0, 0, 0, 3], tf.float32)
+        return _guard(tf.reduce_all(tf.math.is_finite(images)),
+                      [f"{IMAGES}: HU must be finite (found NaN or Inf)"],
+                      lambda: images, [0, 0, 0, 3], tf.float32)
+
+    def _check_spacing(self, spacing: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(spacing)
+        # The shape padded to 2 entries, so that the comparison is defined at any rank.
+        first_two = tf.concat([shape, [-1, -1]], axis=0)[:2]
+        shape_ok = tf.logical_and(tf.equal(tf.rank(spacing), 2),
+                                  tf.reduce_all(tf.equal(first_two, tf.stack([batch, 2]))))
+        spacing = _guard(shape_ok, [
+            f"{PIXEL_SPACING} must be float32 [batch, 2] (row, column) mm with the images' "
+            "batch of", batch, "; got shape", shape],
+            lambda: tf.ensure_shape(spacing, [None, 2]), [0, 2], tf.float32)
+        positive = tf.reduce_all(tf.logical_and(tf.math.is_finite(spacing), spacing > 0.0))
+        return _guard(positive, [f"{PIXEL_SPACING} must be finite and > 0 mm; got", spacing],
+                      lambda: spacing, [0, 2], tf.float32)
+
+    def _decode_pngs(self, png_slices: tf.Tensor) -> tf.Tensor:
+        """`[B, 3]` PNG bytes -> `[B, H, W, 3]` float32 HU, checking each header first."""
+        shape = tf.shape(png_slices)
+        padded = tf.concat([shape, tf.zeros([2], tf.int32)], axis=0)
+        three = tf.logical_and(tf.equal(tf.rank(png_slices), 2), tf.equal(padded[1], 3))
+        png_slices = _guard(three, [
+            f"{PNG_SLICES} must be a string tensor [batch, 3] of 16-bit PNGs (previous, key and "
+            "next slice); got shape", shape],
+            lambda: tf.ensure_shape(png_slices, [None, 3]), [0, 3], tf.string)
+        png_slices = _guard(tf.shape(png_slices)[0] > 0, [f"{PNG_SLICES}: empty batch"],
+                            lambda: png_slices, [0, 3], tf.string)
+        flat = tf.reshape(png_slices, [-1])
+        header = tf.cast(tf.io.decode_raw(tf.strings.substr(flat, 0, _PNG_HEADER_BYTES),
+                                          tf.uint8, fixed_length=_PNG_HEADER_BYTES), tf.int32)
+        long_enough = tf.strings.length(flat) >= _PNG_HEADER_BYTES
+        is_png = tf.logical_and(long_enough, tf.logical_and(
+            tf.reduce_all(tf.equal(header[:, :8], _PNG_SIGNATURE), axis=1),
+            tf.reduce_all(tf.equal(header[:, 12:16], _IHDR), axis=1)))
+        is_16_bit_gray = tf.logical_and(tf.equal(header[:, 24], 16), tf.equal(header[:, 25], 0))
+        big_endian = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int32)
+        width = tf.reduce_sum(header[:, 16:20] * big_endian, axis=1)
+        height = tf.reduce_sum(header[:, 20:24] * big_endian, axis=1)
+        flat = _guard(tf.reduce_all(is_png), [
+            f"{PNG_SLICES}: not PNG data at flat indices (batch * 3 + slice)",
+            tf.where(tf.logical_not(is_png))[:, 0]], lambda: flat, [0], tf.string)
+        flat = _guard(tf.reduce_all(is_16_bit_gray), [
+            f"{PNG_SLICES}: PNGs must be 16-bit grayscale of HU + 32768; bit depth and colour "
+            "type of each PNG:", header[:, 24], header[:, 25]], lambda: flat, [0], tf.string)
+        one_size = tf.logical_and(tf.reduce_all(tf.equal(width, width[0])),
+                                  tf.reduce_all(tf.equal(height, height[0])))
+
+        def decode():
+            stored = tf.map_fn(lambda data: tf.io.decode_png(data, channels=1, dtype=tf.uint16),
+                               flat, fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint16))
+            hu = hu_windows.hu_from_stored(stored)  # [B * 3, H, W, 1]
+            hu = tf.reshape(hu, tf.stack([-1, 3, height[0], width[0]]))
+            return tf.transpose(hu, [0, 2, 3, 1])
+
+        return _guard(one_size, [
+            f"{PNG_SLICES}: all PNGs of a request must have one size; heights, widths:",
+            height, width], decode, [0, 0, 0, 3], tf.float32)
+
+    def _network_input(self, hu: tf.Tensor):
+        """`[B, H, W, 3]` HU -> (`[B, S, S, C]` network input, scale), as in training."""
+        shape = tf.shape(hu)
+        batch, height, width = shape[0], shape[1], shape[2]
+        size = self.image_size
+        scale = float(size) / tf.cast(tf.maximum(height, width), tf.float32)
+        resized_size = tf.minimum(tf.cast(tf.round(
+            tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32), size)
+        resized_size = tf.maximum(resized_size, 1)
+        # `resize_with_scale` takes one [H, W, c] image; the batch's slices go
+        # along its channels
+        # (bilinear resizing treats each channel alone, so this is resizing each slice).
+        channels_last = tf.reshape(tf.transpose(hu, [1, 2, 0, 3]), tf.stack([height, width, -1]))
+        resized = detector_pipeline.resize_with_scale(channels_last, scale, resized_size, size)
+        resized = tf.transpose(tf.reshape(resized, tf.stack(
+            [resized_size[0], resized_size[1], batch, 3])), [2, 0, 1, 3])
+        image = hu_windows.apply_windows(resized, self.windows)
+        image = tf.image.pad_to_bounding_box(image, 0, 0, size, size)
+        return tf.ensure_shape(image, [None, size, size, 3 * len(self.windows)]), scale
+
+    def _detect(self, hu: tf.Tensor, spacing=None) -> Dict[str, tf.Tensor]:
+        height = tf.cast(tf.shape(hu)[1], tf.float32)
+        width = tf.cast(tf.shape(hu)[2], tf.float32)
+        image, scale = self._network_input(hu)
+        detections = self.model(image, training=False)
+        num = tf.cast(detections["num_detections"], tf.int32)
+        real = tf.sequence_mask(num, tf.shape(detections["scores"])[1])  # [B, D]
+        boxes = detector_pipeline.boxes_to_original(detections["boxes"], scale)
+        boxes = tf.clip_by_value(boxes, 0.0, tf.stack([height - 1.0, width - 1.0] * 2))
+        boxes = tf.where(real[..., tf.newaxis], boxes, 0.0)
+        classes = tf.where(real, tf.cast(detections["classes"], tf.int32), 0)
+        outputs = {
+            "detection_boxes": boxes,
+            "detection_scores": tf.where(real, tf.cast(detections["scores"], tf.float32), 0.0),
+            "detection_classes": classes,
+            "detection_class_names": tf.gather(self._names_with_padding, classes),
+            "num_detections": num,
+            "detection_diameters_px": tf.where(real[..., tf.newaxis], estimate_diameters(
+                boxes, self.box_padding_px), 0.0),
+        }
+        if spacing is not None:
+            per_box = spacing[:, tf.newaxis, :]  # [B, 1, 2]
+            outputs["detection_boxes_mm"] = boxes * tf.tile(per_box, [1, 1, 2])
+            outputs["detection_diameters_mm"] = tf.where(real[..., tf.newaxis], estimate_diameters(
+                boxes, self.box_padding_px, per_box), 0.0)
+        return outputs
+
+    # -- Signatures ---------------------------------------------------------------------------
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name=IMAGES)])
+    def detect_hu(self, images):
+        """`serving_default`: HU `[B, H, W, 3]` -> detections (module docstring)."""
+        return self._detect(self._check_hu(images))
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name=IMAGES),
+                                  tf.TensorSpec(None, tf.float32, name=PIXEL_SPACING)])
+    def detect_hu_with_spacing(self, images, pixel_spacing):
+        """HU `[B, H, W, 3]` and spacing `[B, 2]` mm -> detections with mm outputs."""
+        images = self._check_hu(images)
+        return self._detect(images, self._check_spacing(pixel_spacing, tf.shape(images)[0]))
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name=PNG_SLICES)])
+    def detect_png(self, png_slices):
+        """16-bit PNGs `[B, 3]` -> detections."""
+        return self._detect(self._check_hu(self._decode_pngs(png_slices)))
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name=PNG_SLICES),
+                                  tf.TensorSpec(None, tf.float32, name=PIXEL_SPACING)])
+    def detect_png_with_spacing(self, png_slices, pixel_spacing):
+        """16-bit PNGs `[B, 3]` and spacing `[B, 2]` mm -> detections with mm outputs."""
+        images = self._check_hu(self._decode_pngs(png_slices))
+        return self._detect(images, self._check_spacing(pixel_spacing, tf.shape(images)[0]))
+
+    def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+        """The concrete functions to save, by signature name."""
+        return {SERVING_DEFAULT: self.detect_hu.get_concrete_function(),
+                HU_WITH_SPACING: self.detect_hu_with_spacing.get_concrete_function(),
+                PNG: self.detect_png.get_concrete_function(),
+                PNG_WITH_SPACING: self.detect_png_with_spacing.get_concrete_function()}
