@@ -112,3 +112,12 @@ def test_resumes_from_its_checkpoint(trained, dummy_pacs_data_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"Resumed from {resumed}/ckpt-{STEPS} at step {STEPS}" in result.stderr
     assert tf.train.latest_checkpoint(str(resumed)).endswith(f"ckpt-{STEPS + 10}")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_with_finite_losses(dummy_pacs_data_dir, tmp_path, policy):
+    result = _train(dummy_pacs_data_dir, tmp_path / policy, 2, f"--mixed_precision={policy}",
+                    "--log_every=1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Done at step 2: rpn_class_loss" in result.stderr
+    assert tf.train.latest_checkpoint(str(tmp_path / policy)).endswith("ckpt-2")

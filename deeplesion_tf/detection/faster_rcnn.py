@@ -35,6 +35,9 @@ from deeplesion_tf.detection import rpn_head as rpn_head_lib
 from deeplesion_tf.ops import anchors as anchors_lib
 
 LOSS_NAMES = ("rpn_class_loss", "rpn_box_loss", "rcnn_class_loss", "rcnn_box_loss")
+# The stages that handle box coordinates run in float32 under a mixed precision
+# policy too: float16 resolves a 512-pixel coordinate to 0.25 px only.
+_BOX_DTYPE = "float32"
 
 
 @keras.saving.register_keras_serializable(package="deeplesion_tf")
@@ -227,18 +230,19 @@ def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float
         proposal_generator=proposal_generator_lib.ProposalGenerator(
             train_pre_nms_top_k=train_pre_nms_top_k, train_post_nms_top_k=train_post_nms_top_k,
             test_pre_nms_top_k=test_pre_nms_top_k, test_post_nms_top_k=test_post_nms_top_k,
-            nms_iou_threshold=rpn_nms_iou, name="proposal_generator"),
+            nms_iou_threshold=rpn_nms_iou, name="proposal_generator", dtype=_BOX_DTYPE),
         roi_sampler=roi_sampler_lib.RoISampler(
             num_samples=rois_per_image, foreground_fraction=foreground_fraction,
             foreground_iou=foreground_iou, background_iou_high=background_iou_high,
-            background_iou_low=background_iou_low, name="roi_sampler"),
+            background_iou_low=background_iou_low, name="roi_sampler", dtype=_BOX_DTYPE),
         roi_pooler=roi_pooler_lib.RoIPooler(output_size=pool_size, stride=backbone_lib.STRIDE,
-                                            method=roi_pooling, name="roi_pooler"),
+                                            method=roi_pooling, name="roi_pooler",
+                                            dtype=_BOX_DTYPE),
         box_head=box_head_lib.BoxHead(num_classes=num_classes, fc_units=fc_units,
                                       name="box_head"),
         detection_generator=detection_generator_lib.DetectionGenerator(
             score_threshold=score_threshold, nms_iou_threshold=detection_nms_iou,
-            max_detections=max_detections, name="detection_generator"),
+            max_detections=max_detections, name="detection_generator", dtype=_BOX_DTYPE),
         anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios, stride=backbone_lib.STRIDE,
         rpn_positive_iou=rpn_positive_iou, rpn_negative_iou=rpn_negative_iou,
         rpn_num_samples=rpn_num_samples, rpn_positive_fraction=rpn_positive_fraction,
