@@ -148,3 +148,26 @@ def test_bic_criterion_finds_sub_blobs_that_one_component_cannot_see():
     assert agreement.purity(one_dim.labels, truth) == 1.0
     with pytest.raises(ValueError, match="bic_dims"):
         kmeans.select_k(features, [2, 3], criterion=kmeans.BIC, bic_dims=0)
+
+
+def test_bic_refits_a_singular_mixture_with_more_regularisation(monkeypatch):
+    from sklearn.mixture import GaussianMixture
+
+    calls = []
+    original_fit = GaussianMixture.fit
+
+    def fit(self, data):
+        calls.append(self.reg_covar)
+        if len(calls) == 1:
+            raise ValueError("Fitting the mixture model failed because some components have "
+                             "ill-defined empirical covariance. Try to decrease the number of "
+                             "components, or increase reg_covar.")
+        return original_fit(self, data)
+
+    monkeypatch.setattr(GaussianMixture, "fit", fit)
+    rng = np.random.default_rng(0)
+    space = np.concatenate([rng.normal(size=(30, 4)) + 6, rng.normal(size=(30, 4)) - 6])
+    labels = np.repeat([0, 1], 30)
+    value = kmeans._bic(space, labels, 2, seed=0)
+    assert calls == [1e-6, kmeans._SINGULAR_REFIT_REG_COVAR]
+    assert np.isfinite(value)

@@ -204,3 +204,14 @@ def test_measurement_axes_end_on_the_lobulated_edge():
     outline = phantom.lesion_outline(lesion, z, points=3600)
     for end in ends:
         assert np.min(np.hypot(*(outline - end).T)) < 0.02
+
+
+def test_sites_categories_and_sampling_categories():
+    categories = {name: site.category.short_name for name, site in phantom.SITES.items()}
+    assert categories == {"liver": "LV", "lung": "LN", "kidney": "AB", "abdominal node": "AB",
+                          "mediastinum": "CL", "bone": "MX", "soft tissue": "MX",
+                          "pelvis": "AB"}
+    # Pelvic nodes are abdominal lesions but still drawn as mixed, so the draws (and
+    # every image and bookmark) are those of the PACS that planted them as mixed.
+    sampled = {name: site.sampling_category.short_name for name, site in phantom.SITES.items()}
+    assert sampled == dict(categories, pelvis="MX")

@@ -24,6 +24,7 @@ from deeplesion_tf.data import phantom
 from deeplesion_tf.data import png16
 from deeplesion_tf.data import release_format
 from deeplesion_tf.data import synthetic_pacs
+from deeplesion_tf.data import synthetic_plan
 
 SEED = 0
 NUM_PATIENTS = 10
@@ -98,6 +99,20 @@ def test_every_category_at_other_seeds(seed):
         categories |= {phantom.SITES[p.lesion.site].category.id
                        for s in plan.studies for p in s.series.lesions}
     assert categories == {1, 2, 3, 4, 5}
+
+
+def test_pelvic_lesions_are_abdominal_in_truth_and_drawn_as_mixed(truth):
+    pelvis = [r for r in truth if r["site"] == "pelvis"]
+    assert pelvis
+    assert {(r["category"], r["category_name"], r["short_name"]) for r in pelvis} == {
+        ("3", "abdominal lesion", "AB")}
+    # Each primary-site group holds the sites drawn under that category, pelvis among mixed.
+    groups = {category: set(sites)
+              for category, (sites, _) in synthetic_plan._PRIMARY_SITES.items()}
+    assert groups == {c.id: {name for name, site in phantom.SITES.items()
+                             if site.sampling_category == c}
+                      for c in lesion_categories.CATEGORIES}
+    assert "pelvis" in groups[lesion_categories.MIXED.id]
 
 
 def test_truth_rows_describe_the_planted_lesions(truth, plans):

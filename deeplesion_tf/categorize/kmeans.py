@@ -201,12 +201,29 @@ def _bic_space(reduced: np.ndarray, bic_dims: int, seed: int) -> np.ndarray:
     return PCA(n_components=dims, svd_solver="full", random_state=seed).fit_transform(reduced)
 
 
+# Covariance regularisation of a refit when a component's covariance is singular
+# (a cluster of near-identical items); scikit-learn's default is 1e-6.
+_SINGULAR_REFIT_REG_COVAR = 1e-3
+
+
 def _bic(space: np.ndarray, labels: np.ndarray, k: int, seed: int) -> float:
-    """BIC of a full-covariance k-Gaussian mixture started from the clusters of `labels`."""
+    """BIC of a full-covariance k-Gaussian mixture started from the clusters of `labels`.
+
+    A fit that fails on a singular covariance is refitted once with a larger
+    covariance regularisation (`_SINGULAR_REFIT_REG_COVAR`), with a warning
+    naming k, rather than aborting the whole model selection.
+    """
     means = np.stack([space[labels == c].mean(axis=0) if np.any(labels == c)
                       else space.mean(axis=0) for c in range(k)])
-    mixture = GaussianMixture(n_components=k, covariance_type="full", means_init=means,
-                              random_state=seed).fit(space)
+    try:
+        mixture = GaussianMixture(n_components=k, covariance_type="full", means_init=means,
+                                  random_state=seed).fit(space)
+    except ValueError as error:
+        logging.warning("k=%d: Gaussian mixture singular (%s); refitting with reg_covar=%g",
+                        k, str(error).split(".")[0], _SINGULAR_REFIT_REG_COVAR)
+        mixture = GaussianMixture(n_components=k, covariance_type="full", means_init=means,
+                                  reg_covar=_SINGULAR_REFIT_REG_COVAR,
+                                  random_state=seed).fit(space)
     return float(mixture.bic(space))
 
 

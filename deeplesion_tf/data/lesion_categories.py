@@ -3,7 +3,10 @@
 The paper's clustering found four clinically coherent clusters (liver lesions,
 lung nodules, abdominal lesions, chest lymph nodes) and a "mixed" remainder.
 The synthetic PACS plants exactly these five, so the categorizer's clusters and
-the detector's classes can be scored against a known truth.
+the detector's classes can be scored against a known truth. Its abdominal lesions
+are kidney lesions and abdominal and pelvic lymph nodes (the paper's "mainly kidney
+lesions and lymph nodes"); its mixed lesions are bone and soft tissue lesions
+(`phantom.SITES`).
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ THIN_SLICE_RATE = 0.2  # 2.5 mm instead of 5 mm
 EDGE_KEY_SLICE_RATE = 0.1
 MEASUREMENT_NOISE_PX = 0.5
 
-# Sites of each category's primary lesions, with their odds.
+# Sites of each sampling category's primary lesions (`Site.sampling_category`, which
+# keeps the pelvis, truly abdominal, among the mixed sites), with their odds.
 _PRIMARY_SITES = {
     1: (("liver",), (1.0,)),
     2: (("lung",), (1.0,)),
@@ -44,7 +45,8 @@ _PRIMARY_SITES = {
     4: (("mediastinum",), (1.0,)),
     5: (("bone", "soft tissue", "pelvis"), (0.4, 0.3, 0.3)),
 }
-# "Mixed" fits almost anywhere; without a lower weight it would crowd out the rest.
+# By sampling category: "mixed" fits almost anywhere; without a lower weight it would
+# crowd out the rest.
 _SECONDARY_CATEGORY_WEIGHT = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.1}
 
 _SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -170,11 +172,12 @@ def sop_instance_uid(plan: PatientPlan, study: StudyPlan, slice_index: int) -> s
 
 
 def primary_category(seed: int, patient_index: int, study_index: int) -> int:
-    """Category (1-5) of a study's first lesion.
+    """Sampling category (1-5, `Site.sampling_category`) of a study's first lesion.
 
     Consecutive patients' first two studies cycle through all five categories
     (3p and 3p + 1 modulo 5 cover every residue within five patients), so
-    any ten patients hold every category, whatever the seed.
+    any ten patients hold every sampling category, whatever the seed. A pelvic
+    lesion, drawn under mixed (5), is an abdominal lesion (3) in `truth.csv`.
     """
     return (seed + 3 * (patient_index - 1) + (study_index - 1)) % 5 + 1
 
@@ -199,7 +202,7 @@ class _Placer:
                                     self.grid, self.rng, existing)
 
     def place_primary(self, category: int, interval_mm: float) -> Tuple[phantom.Lesion, float]:
-        """A lesion of `category` and its key slice's height, chosen by the placer.
+        """A lesion of sampling category `category` and its key slice's height.
 
         Raises:
           RuntimeError: nothing fits after many heights (a phantom bug).
@@ -219,7 +222,7 @@ class _Placer:
         """A lesion of any category that fits at height `z`, or None."""
         ranges = {s: phantom.site_z_range(self.anatomy, s) for s in phantom.SITES}
         sites = [s for s, (low, high) in ranges.items() if low <= z <= high]
-        weights = np.array([_SECONDARY_CATEGORY_WEIGHT[phantom.SITES[s].category.id]
+        weights = np.array([_SECONDARY_CATEGORY_WEIGHT[phantom.SITES[s].sampling_category.id]
                             for s in sites])
         while sites:
             i = int(self.rng.choice(len(sites), p=weights / weights.sum()))

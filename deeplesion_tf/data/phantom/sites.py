@@ -40,6 +40,9 @@ class Site(NamedTuple):
       lobulation: largest relative amplitude of lobes.
       short_axis_sized: `diameter_mm` is the short axis (lymph nodes).
       core_probability: chance of a necrotic core in lesions over 25 mm.
+      sampled_as: the category whose draws place lesions here, where it
+        differs from `category`: which primary-site group picks the site and
+        its weight as a secondary lesion (`synthetic_plan`). None: `category`.
     """
 
     name: str
@@ -51,6 +54,12 @@ class Site(NamedTuple):
     lobulation: float = 0.0
     short_axis_sized: bool = False
     core_probability: float = 0.0
+    sampled_as: Optional[lesion_categories.LesionCategory] = None
+
+    @property
+    def sampling_category(self) -> lesion_categories.LesionCategory:
+        """The category the planner draws this site under (`sampled_as` or `category`)."""
+        return self.sampled_as if self.sampled_as is not None else self.category
 
 
 _C = lesion_categories
@@ -70,8 +79,14 @@ SITES: Dict[str, Site] = {s.name: s for s in (
     Site("soft tissue", _C.MIXED, 7, (15.0, 50.0), (0.6, 0.95),
          (Host((Tissue.SUBCUTANEOUS_FAT,), (30.0, 60.0)), Host((Tissue.MUSCLE,), (95.0, 125.0))),
          core_probability=0.3),
-    Site("pelvis", _C.MIXED, 8, (15.0, 50.0), (0.6, 0.95),
-         (Host((Tissue.PELVIC_FAT,), (35.0, 55.0)),), core_probability=0.5),
+    # Pelvic lesions are pelvic lymph nodes, which the paper's abdominal class ("mainly
+    # kidney lesions and lymph nodes") covers. They were first planted as mixed, and are
+    # still drawn as mixed, so that the random draws, hence the images, bookmarks and
+    # TFDS datasets (and `dummy_data/`) written before the change, stay valid: only
+    # truth.csv's category columns differ.
+    Site("pelvis", _C.ABDOMINAL_LESION, 8, (15.0, 50.0), (0.6, 0.95),
+         (Host((Tissue.PELVIC_FAT,), (35.0, 55.0)),), core_probability=0.5,
+         sampled_as=_C.MIXED),
 )}
 del _C
 
