@@ -21,11 +21,14 @@ from deeplesion_tf.detection import model_dir as model_dir_lib
 from deeplesion_tf.ops import boxes as box_ops
 from tests.conftest import REPO_ROOT
 
-STEPS = 300
-SPLIT = "train[:4]"
+STEPS = 500
+# Four key slices on which every lesion is bookmarked (dummy_data/truth.csv): a slice
+# that also shows an unbookmarked lesion (one bookmarked on a nearby slice, say) asks the
+# model to call the same thing lesion and background, and would make the test a coin toss.
+SPLIT = "train[0:1]+train[2:4]+train[9:10]"
 TINY_FLAGS = [
     "--dataset=deeplesion/pacs", f"--split={SPLIT}", "--image_size=128", "--box_padding_px=4",
-    "--width_multiplier=0.0625", "--fc_units=64", "--anchor_sizes=12,18,24,32",
+    "--width_multiplier=0.125", "--fc_units=128", "--anchor_sizes=12,18,24,32",
     "--train_pre_nms_top_k=600", "--train_post_nms_top_k=128", "--test_pre_nms_top_k=600",
     "--test_post_nms_top_k=64", "--rpn_num_samples=64", "--batch_size=4",
     "--optimizer=adam", "--learning_rate=0.001", "--weight_decay=0", "--checkpoint_every=100",
