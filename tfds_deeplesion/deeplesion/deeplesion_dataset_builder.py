@@ -42,6 +42,21 @@ _CITATION = """
 }
 """
 
+
+
+def _serialize_example_deterministically(self, example):
+    return self.get_tf_example(example).SerializeToString(deterministic=True)
+
+
+# Same examples, same record bytes, in any process: protobuf (upb) writes the
+# `features` map of a `tf.train.Example` in an order that changes from one
+# process to the next, and TFDS's serializer does not ask for a deterministic
+# order. Deterministic serialization sorts the map keys; the records parse the
+# same either way. (Patched on the class, so Beam workers importing this module
+# serialize the same way.)
+tfds.core.example_serializer.ExampleSerializer.serialize_example = (
+    _serialize_example_deterministically)
+
 _METRIC_NAMESPACE = "deeplesion"
 _SPLITS = ("train", "validation", "test")
 # Skip details logged one by one before they are summarised.
