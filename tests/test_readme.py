@@ -15,7 +15,7 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     commands = _commands()
     assert len(commands) == 2, commands
     main_job, tests = commands
-    assert "tfds build deeplesion" in main_job
+    assert "bin/quickstart" in main_job
     assert "pytest" in tests
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     # .ci/run adds only pip's -q flag.
