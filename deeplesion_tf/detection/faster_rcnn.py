@@ -251,7 +251,8 @@ def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float
         raise ValueError(f"VGG16's FC6/FC7 fit fc_units=4096 and pool_size=7, not {fc_units} "
                          f"and {pool_size}; pass fc_from_vgg16=False to initialise them randomly")
     if image_size is not None or weights is not None:
-        model(tf.zeros([1, image_size or 224, image_size or 224, 3]))
+        # One pass on zeros creates the variables (`FasterRCNN.build`).
+        model.build((1, image_size or 224, image_size or 224, 3))
     if fc_from_vgg16 and weights is not None:
         try:
             fc = backbone_lib.vgg16_fc_weights(weights)
