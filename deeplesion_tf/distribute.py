@@ -36,24 +36,26 @@ def make_strategy(name: str, tpu_address: Optional[str] = None) -> tf.distribute
             raise ValueError("strategy multi_worker needs the TF_CONFIG environment variable "
                              "(the cluster and this worker's task)")
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        logging.info("Strategy %s (%s): %d replicas", name, type(strategy).__name__,
-                     strategy.num_replicas_in_sync)
-        return strategy
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        strategy = tf.distribute.MirroredStrategy()
-    elif name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        strategy = tf.distribute.TPUStrategy(resolver)
-    elif name == "one_device":
-        strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     else:
-        strategy = tf.distribute.get_strategy()
+        strategy = _local_strategy(name, tpu_address)
     logging.info("Strategy %s (%s): %d replicas", name, type(strategy).__name__,
                  strategy.num_replicas_in_sync)
     return strategy
+
+
+def _local_strategy(name: str, tpu_address: Optional[str]) -> tf.distribute.Strategy:
+    """The strategies of one machine (and TPUs), which may look at its devices first."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    return tf.distribute.get_strategy()
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
