@@ -23,19 +23,10 @@ from tests import tfds_helpers
 
 
 
-def _mrn_in(split):
-    """The first made-up MRN whose patient falls in `split` (default salt)."""
-    for number in range(1000):
-        mrn = f"MRN555{number:04d}"
-        if deid.patient_split(deid.pseudonym(deid.DEFAULT_SALT, "patient", mrn)) == split:
-            return mrn
-    raise AssertionError(split)
-
-
 # Three patients, one per split, so that every split has examples.
 PHI = {
     "PatientName": ["DOE^JANE^Q", "ROE^RICHARD", "POE^EDGAR"],
-    "PatientID": [_mrn_in("train"), _mrn_in("validation"), _mrn_in("test")],
+    "PatientID": [tfds_helpers.mrn_in_split(split) for split in ("train", "validation", "test")],
     "PatientBirthDate": ["19480213", "19611130", "19770704"],
     "AccessionNumber": ["ACC88120001", "ACC88120002", "ACC88120003"],
 }

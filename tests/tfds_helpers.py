@@ -8,7 +8,17 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import tfds_deeplesion  # noqa: F401 (registers deeplesion)
+from deeplesion_tf.data import deid
 from tfds_deeplesion.deeplesion import deeplesion_dataset_builder as dl_builder
+
+
+def mrn_in_split(split):
+    """The first made-up MRN whose patient falls in `split` (default salt)."""
+    for number in range(1000):
+        mrn = f"MRN555{number:04d}"
+        if deid.patient_split(deid.pseudonym(deid.DEFAULT_SALT, "patient", mrn)) == split:
+            return mrn
+    raise AssertionError(split)
 
 
 def build(config, data_dir, manual_dir=None, beam=False):

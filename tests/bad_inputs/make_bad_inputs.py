@@ -29,7 +29,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from deeplesion_tf.data import bookmarks  # noqa: E402
-from deeplesion_tf.data import deid  # noqa: E402
+from tests import tfds_helpers  # noqa: E402
 
 SIZE = 32
 GOOD = (10.0, 12.0, 20.0, 16.0, 15.0, 10.0, 16.0, 19.0)
@@ -40,16 +40,7 @@ PHI = {
 }
 
 
-def _mrn_in(split):
-    """The first made-up MRN whose patient falls in `split` (default salt)."""
-    for number in range(1000):
-        mrn = f"MRN555{number:04d}"
-        if deid.patient_split(deid.pseudonym(deid.DEFAULT_SALT, "patient", mrn)) == split:
-            return mrn
-    raise AssertionError(split)
-
-
-MRNS = [_mrn_in("train"), _mrn_in("validation"), _mrn_in("test")]
+MRNS = [tfds_helpers.mrn_in_split(split) for split in ("train", "validation", "test")]
 
 
 def _slice(patient, study, series, index):
