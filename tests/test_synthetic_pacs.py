@@ -91,6 +91,30 @@ def test_every_category_and_every_imperfection_is_present(truth):
     assert any(r["bookmarked"] == "0" and per_slice[r["relative_path"]] for r in truth)
 
 
+def test_unbookmarked_lesions_are_non_target_sized(truth):
+    """Radiologists measure target lesions; the unmeasured ones are sub-centimetre."""
+    unbookmarked = [float(r["long_diameter_mm"]) for r in truth if r["bookmarked"] == "0"]
+    bookmarked = [float(r["long_diameter_mm"]) for r in truth if r["bookmarked"] == "1"]
+    assert unbookmarked and max(unbookmarked) <= synthetic_plan.NON_TARGET_DIAMETER_MM[1] + 2.0
+    assert np.median(unbookmarked) < 8.0 < 15.0 < np.median(bookmarked)
+    assert min(unbookmarked) > 2.0  # still seen on the key slice
+
+
+def test_non_target_shrinks_about_the_centre_and_keeps_the_key_slice():
+    lesion = phantom.Lesion("liver", (10.0, -5.0, 101.0), (15.0, 11.0, 12.0), 0.3, 40.0, 40.0)
+    for seed in range(20):
+        small = synthetic_plan._non_target(lesion, 100.0, np.random.default_rng(seed))
+        a, b, c = small.semi_axes_mm
+        assert small.center_mm == lesion.center_mm and small.angle == lesion.angle
+        assert a / 15.0 == pytest.approx(b / 11.0) == pytest.approx(c / 12.0)
+        assert 2.0 <= 2 * a <= 9.0
+        assert small.cross_section(100.0) is not None
+    # A lesion whose centre lies 1.6 mm off the key slice keeps at least 1 mm beyond it.
+    off = lesion._replace(center_mm=(10.0, -5.0, 101.6), semi_axes_mm=(15.0, 11.0, 3.0))
+    small = synthetic_plan._non_target(off, 100.0, np.random.default_rng(0))
+    assert small.semi_axes_mm[2] == pytest.approx(2.6)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 17])
 def test_every_category_at_other_seeds(seed):
     categories = set()
