@@ -61,6 +61,29 @@ def test_width_multiplier_scales_the_channels():
         backbone.build_backbone(weights="imagenet", width_multiplier=0.5)
 
 
+def test_group_norm_between_each_convolution_and_its_relu():
+    model = backbone.build_backbone(width_multiplier=0.25, norm="group")
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.GroupNormalization)]
+    assert [layer.name for layer in norms] == [f"{name}_norm" for name in _CONVOLUTIONS]
+    # Up to 32 groups of at least 4 channels: 16 -> 4, 32 -> 8, 64 -> 16, 128 -> 32.
+    assert [model.get_layer(f"block{b}_conv1_norm").groups for b in range(1, 6)] == [
+        4, 8, 16, 32, 32]
+    assert model.get_layer("block1_conv1").activation is keras.activations.linear
+    assert backbone._num_groups(24) == 6 and backbone._num_groups(3) == 1
+    assert backbone._num_groups(512) == 32 and backbone._num_groups(20) == 5
+    # Each image is normalised on its own: one image's output does not depend on the batch.
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(3, 32, 32, 3)).astype(np.float32)
+    together = model(images).numpy()
+    alone = model(images[1:2]).numpy()
+    np.testing.assert_allclose(together[1:2], alone, rtol=1e-4, atol=1e-5)
+    plain = backbone.build_backbone(width_multiplier=0.25)
+    assert not any(isinstance(layer, keras.layers.GroupNormalization) for layer in plain.layers)
+    with pytest.raises(ValueError, match="norm must be one of none, group"):
+        backbone.build_backbone(norm="batch")
+
+
 def test_frozen_blocks_do_not_train():
     keras.utils.set_random_seed(0)
     model = backbone.build_backbone(frozen_blocks=2, **_NARROW)

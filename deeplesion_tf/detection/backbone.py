@@ -36,6 +36,11 @@ from deeplesion_tf.categorize import vgg16_features
 STRIDE = 8
 # Blocks that end with a 2x2 pooling; pool4 and pool5 are gone.
 _POOLED_BLOCKS = (1, 2, 3)
+# Normalisations after each convolution (`build_backbone(norm=...)`).
+NORMS = ("none", "group")
+# Group normalisation: at most this many groups, and at least this many channels per group.
+_MAX_GROUPS = 32
+_MIN_CHANNELS_PER_GROUP = 4
 # keras.applications.vgg16.preprocess_input ("caffe" mode): BGR means of ImageNet.
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -65,6 +70,7 @@ def build_backbone(
     weights: Weights = None,
     width_multiplier: float = 1.0,
     frozen_blocks: int = 0,
+    norm: str = "none",
     name: str = "vgg16_trunk",
 ) -> keras.Model:
     """VGG16 conv1_1 ... conv5_3 without pool4 (and pool5): `[B, H, W, 3]` -> `[B, h, w, C]`.
@@ -77,6 +83,12 @@ def build_backbone(
       width_multiplier: scales every convolution's filters (below 1 for CPU runs).
       frozen_blocks: blocks 1 .. `frozen_blocks` are not trainable (Faster
         R-CNN fine-tunes from conv3_1 on: 2); 0 to 5.
+      norm: "none" (VGG16, the paper) or "group": group normalisation
+        between each convolution and its ReLU (`block{b}_conv{i}_norm`), for
+        training from random initialisation, where a plain VGG16 learns slowly
+        (He et al., "Rethinking ImageNet Pre-training", 2019). Batch-size
+        independent, so it behaves the same in training, inference, on one
+        replica or many. Pretrained weights load into the convolutions only.
       name: the model's name.
 
     Returns:
@@ -86,8 +98,10 @@ def build_backbone(
 
     Raises:
       ValueError: pretrained weights with `width_multiplier != 1` (they only fit
-        the full-size network), or `frozen_blocks` outside 0..5.
+        the full-size network), `frozen_blocks` outside 0..5, or an unknown `norm`.
     """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if weights is not None and width_multiplier != 1.0:
         raise ValueError(f"pretrained VGG16 weights fit only width_multiplier=1.0, not "
                          f"{width_multiplier}; use weights=None for a narrower trunk")
@@ -98,13 +112,19 @@ def build_backbone(
     x = VGG16Preprocessing(name="vgg16_preprocessing")(inputs)
     for block, (filters, convolutions) in enumerate(vgg16_features.VGG16_BLOCKS, start=1):
         for i in range(1, convolutions + 1):
-            x = keras.layers.Conv2D(max(1, int(round(filters * width_multiplier))), 3,
-                                    padding="same", activation="relu",
+            channels = max(1, int(round(filters * width_multiplier)))
+            x = keras.layers.Conv2D(channels, 3, padding="same",
+                                    activation="relu" if norm == "none" else None,
                                     # He initialisation: the ReLU trunk trains from
                                     # scratch (pretrained weights replace it).
                                     kernel_initializer="he_normal",
                                     trainable=block > frozen_blocks,
                                     name=f"block{block}_conv{i}")(x)
+            if norm == "group":
+                x = keras.layers.GroupNormalization(
+                    groups=_num_groups(channels), trainable=block > frozen_blocks,
+                    name=f"block{block}_conv{i}_norm")(x)
+                x = keras.layers.ReLU(name=f"block{block}_conv{i}_relu")(x)
         if block in _POOLED_BLOCKS:
             x = keras.layers.MaxPooling2D(2, strides=2, padding="same",
                                           name=f"block{block}_pool")(x)
@@ -112,6 +132,14 @@ def build_backbone(
     if weights is not None:
         _load_convolutions(model, weights)
     return model
+
+
+def _num_groups(channels: int) -> int:
+    """Groups for `channels`: up to 32, with at least 4 channels each, dividing `channels`."""
+    groups = max(1, min(_MAX_GROUPS, channels // _MIN_CHANNELS_PER_GROUP))
+    while channels % groups:
+        groups -= 1
+    return groups
 
 
 def _conv_layer_names() -> List[str]:
