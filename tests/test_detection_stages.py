@@ -1,6 +1,7 @@
 """Values of the weightless stages: proposals, RoI sampling, final detections."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from deeplesion_tf.detection import detection_generator
@@ -78,9 +79,52 @@ def test_detections_decode_per_class_and_threshold():
     np.testing.assert_allclose(result.scores.numpy()[0, :2], expected, rtol=1e-5)
 
 
+def test_lesion_scores_rank_by_lesion_probability_with_one_nms():
+    """`score="lesion"`: 1 - p(background), the most probable class's box, class-agnostic NMS."""
+    rois = tf.constant([[[10., 10., 30., 30.], [12., 10., 32., 30.], [50., 50., 70., 70.]]])
+    # RoI 0: p = (0.2, 0.42, 0.38): uncertain class, likely a lesion (0.8).
+    # RoI 1 overlaps RoI 0 (IoU 0.82): p = (0.3, 0.05, 0.65).
+    # RoI 2: p = (0.45, 0.0, 0.55): a confident class, a weaker lesion (0.55).
+    probabilities = np.array([[[0.2, 0.42, 0.38], [0.3, 0.05, 0.65], [0.45, 1e-9, 0.55]]])
+    logits = tf.constant(np.log(probabilities), tf.float32)
+    deltas = tf.zeros([1, 3, 2, 4])
+    valid = tf.constant([[True, True, True]])
+    lesion = detection_generator.DetectionGenerator(score_threshold=0.5, score="lesion")(
+        logits, deltas, rois, valid, image_size=(100, 100))
+    assert lesion.num_detections.numpy().tolist() == [2]  # RoI 1 suppressed by RoI 0
+    np.testing.assert_allclose(lesion.scores.numpy()[0, :2], [0.8, 0.55], rtol=1e-5)
+    assert lesion.classes.numpy()[0].tolist() == [1, 2, 0, 0, 0]
+    np.testing.assert_allclose(lesion.boxes.numpy()[0, :2], [[10., 10., 30., 30.],
+                                                             [50., 50., 70., 70.]], atol=1e-4)
+    # By class, the top is RoI 1's class 2 (0.65), and RoI 0 scores no class above 0.5.
+    by_class = detection_generator.DetectionGenerator(score_threshold=0.5)(
+        logits, deltas, rois, valid, image_size=(100, 100))
+    np.testing.assert_allclose(by_class.scores.numpy()[0, :2], [0.65, 0.55], rtol=1e-5)
+    with pytest.raises(ValueError, match="score must be one of class, lesion"):
+        detection_generator.DetectionGenerator(score="objectness")
+
+
+def test_lesion_and_class_scores_agree_for_one_class():
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(10, 90, [2, 40, 2])
+    rois = tf.constant(np.concatenate([centres - 6, centres + 6], -1), tf.float32)
+    logits = tf.constant(rng.normal(0, 2, [2, 40, 2]), tf.float32)
+    deltas = tf.constant(rng.normal(0, 0.5, [2, 40, 1, 4]), tf.float32)
+    valid = tf.constant(rng.uniform(size=[2, 40]) < 0.9)
+    results = [detection_generator.DetectionGenerator(score_threshold=0.3, max_detections=10,
+                                                      score=score)(
+        logits, deltas, rois, valid, image_size=(100, 100)) for score in ("class", "lesion")]
+    assert results[0].num_detections.numpy().tolist() == results[1].num_detections.numpy().tolist()
+    assert min(results[0].num_detections.numpy()) > 2
+    for name in ("boxes", "scores", "classes"):
+        np.testing.assert_allclose(getattr(results[0], name).numpy(),
+                                   getattr(results[1], name).numpy(), atol=1e-5)
+
+
 def test_stage_configs_round_trip():
     for layer in (proposal_generator.ProposalGenerator(test_post_nms_top_k=7, min_size=2.0),
                   roi_sampler.RoISampler(num_samples=8, background_iou_low=0.0),
-                  detection_generator.DetectionGenerator(max_detections=3)):
+                  detection_generator.DetectionGenerator(max_detections=3),
+                  detection_generator.DetectionGenerator(score="lesion")):
         clone = type(layer).from_config(layer.get_config())
         assert clone.get_config() == layer.get_config()
