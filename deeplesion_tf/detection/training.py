@@ -193,9 +193,20 @@ def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
     # Logged values are means over the steps since the last log (single steps are noisy).
     sums: Dict[str, float] = {}
     count = 0
+    skipped = 0  # consecutive steps the loss scaling skipped (mixed_float16 overflow)
     while step < settings.steps:
         values = train_step(iterator)
-        step = int(optimizer.iterations.numpy())
+        previous, step = step, int(optimizer.iterations.numpy())
+        if step == previous:
+            # A LossScaleOptimizer skips a step whose gradients overflow and halves its
+            # scale; the step is retried, not logged or saved as done.
+            skipped += 1
+            if skipped > _MAX_SKIPPED_STEPS:
+                raise FloatingPointError(
+                    f"{skipped} consecutive steps skipped for non-finite gradients at step "
+                    f"{step} (total_loss {float(values['total_loss'])}): training diverged")
+            continue
+        skipped = 0
         bar.update(1)
         for name, value in values.items():
             sums[name] = sums.get(name, 0.0) + float(value)
@@ -224,6 +235,11 @@ def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
         writer.flush()
     last["step"] = step
     return last
+
+
+# More consecutive skipped steps than halvings from the initial loss scale (2^15) to 1 means
+# the loss itself is not finite.
+_MAX_SKIPPED_STEPS = 20
 
 
 def _rate(started: float, start_step: int, step: int) -> float:
