@@ -188,7 +188,8 @@ class FasterRCNN(keras.Model):
 
 
 def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float = 1.0,
-                      frozen_blocks: int = 0, fc_units: int = 4096,
+                      frozen_blocks: int = 0, backbone_norm: str = "none",
+                      fc_units: int = 4096,
                       anchor_sizes: Sequence[float] = anchors_lib.PAPER_ANCHOR_SIZES,
                       anchor_ratios: Sequence[float] = anchors_lib.PAPER_ANCHOR_RATIOS,
                       rpn_channels: Optional[int] = None,
@@ -202,7 +203,8 @@ def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float
                       background_iou_high: float = 0.5, background_iou_low: float = 0.1,
                       roi_pooling: str = "max", pool_size: int = 7,
                       score_threshold: float = 0.5, detection_nms_iou: float = 0.3,
-                      max_detections: int = 5, fc_from_vgg16: bool = True,
+                      max_detections: int = 5, detection_score: str = "class",
+                      fc_from_vgg16: bool = True,
                       image_size: Optional[int] = None,
                       name: str = "faster_rcnn") -> FasterRCNN:
     """A `FasterRCNN` from plain settings (the paper's by default).
@@ -213,10 +215,13 @@ def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float
       width_multiplier: scales every convolution (1 for the paper; pretrained
         weights need 1).
       frozen_blocks: VGG16 blocks kept fixed (with pretrained weights).
+      backbone_norm: "none" (the paper) or "group" (`backbone.build_backbone`'s `norm`).
       fc_units: units of the box head's FC6 and FC7 (4096 as VGG16).
       rpn_channels: the RPN's 3x3 conv; by default the trunk's width.
       fc_from_vgg16: with `weights`, FC6/FC7 of the box head start from
         VGG16's classifier (`fc1`, `fc2`), as in the paper; the file must have it.
+      detection_score: "class" (the paper) or "lesion"
+        (`detection_generator.DetectionGenerator`'s `score`).
       image_size: when given, the model is built on `[1, image_size, image_size, 3]`.
       The rest: see the stages' docstrings.
     """
@@ -224,7 +229,7 @@ def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float
     channels = max(1, int(round(512 * width_multiplier)))
     model = FasterRCNN(
         backbone=backbone_lib.build_backbone(weights=weights, width_multiplier=width_multiplier,
-                                             frozen_blocks=frozen_blocks),
+                                             frozen_blocks=frozen_blocks, norm=backbone_norm),
         rpn_head=rpn_head_lib.RPNHead(num_anchors=num_anchors,
                                       channels=rpn_channels or channels, name="rpn_head"),
         proposal_generator=proposal_generator_lib.ProposalGenerator(
@@ -242,7 +247,8 @@ def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float
                                       name="box_head"),
         detection_generator=detection_generator_lib.DetectionGenerator(
             score_threshold=score_threshold, nms_iou_threshold=detection_nms_iou,
-            max_detections=max_detections, name="detection_generator", dtype=_BOX_DTYPE),
+            max_detections=max_detections, score=detection_score,
+            name="detection_generator", dtype=_BOX_DTYPE),
         anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios, stride=backbone_lib.STRIDE,
         rpn_positive_iou=rpn_positive_iou, rpn_negative_iou=rpn_negative_iou,
         rpn_num_samples=rpn_num_samples, rpn_positive_fraction=rpn_positive_fraction,
