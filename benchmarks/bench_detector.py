@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Detector speed on this machine: inference and training, paper size and CPU quickstart size.
 
-    python benchmarks/bench_detector.py [--repeats=5] [--skip_paper]
+    python benchmarks/bench_detector.py [--repeats=5] [--skip_paper] [--skip_quickstart]
+        [--mixed_precision=mixed_float16] [--batch_size=4] [--image_size=512]
 
 Random inputs (speed does not depend on the values; random initialisation, since
 no ImageNet weights can be had here). For each model: a warm-up call (tracing),
@@ -9,6 +10,10 @@ then `--repeats` timed calls; prints medians. Inference is `model(images)`
 under `tf.function` (proposals, RoI pooling, box head, per-class NMS included);
 training is one optimizer step of `FasterRCNN.compute_losses` (the four losses)
 under `tf.function`, as `deeplesion_tf.detection.training` runs it.
+
+`--mixed_precision` sets the Keras dtype policy before the models are built and,
+for float16, scales the loss with a `LossScaleOptimizer`, as `training.train`
+does; `--batch_size` and `--image_size` replace every preset's.
 """
 
 import argparse
@@ -20,6 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from deeplesion_tf.detection import faster_rcnn, training  # noqa: E402
@@ -30,7 +36,8 @@ PRESETS = {
         num_classes=1, width_multiplier=1.0, fc_units=4096)),
     # configs/quickstart.flags.
     "quickstart 256px": dict(image_size=256, batch=4, model=dict(
-        num_classes=1, width_multiplier=0.25, fc_units=256, anchor_sizes=(24., 36., 48.),
+        num_classes=1, width_multiplier=0.25, backbone_norm="group", fc_units=256,
+        anchor_sizes=(24., 36., 48.),
         train_pre_nms_top_k=2000, train_post_nms_top_k=256, test_pre_nms_top_k=1000,
         test_post_nms_top_k=100, rpn_num_samples=64, rpn_positive_iou=0.5)),
 }
@@ -46,11 +53,12 @@ def _median_seconds(function, repeats):
     return statistics.median(times), times
 
 
-def bench(name, preset, repeats):
+def bench(name, preset, repeats, mixed_precision=""):
     tf.keras.utils.set_random_seed(0)
     size, batch = preset["image_size"], preset["batch"]
     model = faster_rcnn.build_faster_rcnn(image_size=size, **preset["model"])
-    optimizer = training.make_optimizer(training.TrainSettings(steps=1))
+    optimizer = training.make_optimizer(
+        training.TrainSettings(steps=1, mixed_precision=mixed_precision))
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(size=[batch, size, size, 3]).astype(np.float32))
     side = size / 8
@@ -67,7 +75,9 @@ def bench(name, preset, repeats):
     def train_step():
         with tf.GradientTape() as tape:
             loss = model.compute_losses(images, boxes, classes, counts)["total_loss"]
-        gradients = tape.gradient(loss, model.trainable_variables)
+            # The LossScaleOptimizer of float16 unscales the gradients it applies.
+            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
@@ -82,14 +92,31 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip_paper", action="store_true")
+    parser.add_argument("--skip_quickstart", action="store_true")
+    parser.add_argument("--mixed_precision", default="",
+                        choices=training.MIXED_PRECISION_POLICIES,
+                        help="Keras dtype policy ('' is float32)")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="images per call for every model (default: the preset's)")
+    parser.add_argument("--image_size", type=int, default=None,
+                        help="input side for every model (default: the preset's)")
     args = parser.parse_args()
+    if args.mixed_precision:
+        keras.mixed_precision.set_dtype_policy(args.mixed_precision)
+        print(f"dtype policy: {args.mixed_precision}")
     print("| model | batch | inference ms/image (median) | training images/s (median) | "
           "inference runs (s/batch) | training runs (s/step) |")
     print("|---|---|---|---|---|---|")
     for name, preset in PRESETS.items():
-        if args.skip_paper and name.startswith("paper"):
+        if (args.skip_paper and name.startswith("paper")) or (
+                args.skip_quickstart and name.startswith("quickstart")):
             continue
-        bench(name, preset, args.repeats)
+        preset = dict(preset, image_size=args.image_size or preset["image_size"],
+                      batch=args.batch_size or preset["batch"])
+        name = f"{name.split()[0]} {preset['image_size']}px"
+        if args.mixed_precision:
+            name += f", {args.mixed_precision}"
+        bench(name, preset, args.repeats, args.mixed_precision)
 
 
 if __name__ == "__main__":
