@@ -25,7 +25,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from deeplesion_tf.detection import faster_rcnn, training  # noqa: E402
@@ -75,9 +74,7 @@ def bench(name, preset, repeats, mixed_precision=""):
     def train_step():
         with tf.GradientTape() as tape:
             loss = model.compute_losses(images, boxes, classes, counts)["total_loss"]
-            # The LossScaleOptimizer of float16 unscales the gradients it applies.
-            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        gradients = tape.gradient(scaled, model.trainable_variables)
+        gradients = tape.gradient(training.scale_loss(optimizer, loss), model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
@@ -101,8 +98,8 @@ def main():
     parser.add_argument("--image_size", type=int, default=None,
                         help="input side for every model (default: the preset's)")
     args = parser.parse_args()
+    training.use_mixed_precision(args.mixed_precision)
     if args.mixed_precision:
-        keras.mixed_precision.set_dtype_policy(args.mixed_precision)
         print(f"dtype policy: {args.mixed_precision}")
     print("| model | batch | inference ms/image (median) | training images/s (median) | "
           "inference runs (s/batch) | training runs (s/step) |")

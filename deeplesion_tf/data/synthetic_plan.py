@@ -392,15 +392,15 @@ class _SeriesBuilder:
             slice_index = z_mm.index(key_z)
             noisy = bookmarked and bool(self.rng.random() < NOISY_RATE)
             coords = None
-            if not bookmarked:
-                # Shrunk after every placement, so the plan's draws are unchanged.
-                lesion = _non_target(lesion, key_z, item_rng(
-                    self.args.seed, self.args.patient_index, NON_TARGET_TAG, self.study_index,
-                    number))
             if bookmarked:
                 rng = item_rng(self.args.seed, self.args.patient_index, MEASURE_TAG,
                                 self.study_index, number)
                 coords = _measure(lesion, key_z, self.args.grid, noisy, rng)
+            else:
+                # Shrunk after every placement, so the plan's draws are unchanged.
+                lesion = _non_target(lesion, key_z, item_rng(
+                    self.args.seed, self.args.patient_index, NON_TARGET_TAG, self.study_index,
+                    number))
             lesion_id = f"P{self.args.patient_index:04d}-S{self.study_index}-L{number}"
             planned.append(PlannedLesion(lesion_id, lesion, slice_index, bookmarked, noisy, coords))
         return tuple(planned)

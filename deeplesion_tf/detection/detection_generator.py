@@ -35,6 +35,7 @@ from deeplesion_tf.ops import nms
 # `DetectionGenerator(score=...)`, see the module docstring.
 SCORES = ("class", "lesion")
 
+
 @keras.saving.register_keras_serializable(package="deeplesion_tf")
 class DetectionGenerator(keras.layers.Layer):
     """Box head outputs -> `nms.Detections` (no weights)."""

@@ -108,6 +108,25 @@ def make_optimizer(settings: TrainSettings) -> keras.optimizers.Optimizer:
     return optimizer
 
 
+def use_mixed_precision(policy: str) -> None:
+    """Sets the Keras dtype policy for the models built next ("" keeps float32).
+
+    Raises:
+      ValueError: a policy not in `MIXED_PRECISION_POLICIES`.
+    """
+    if policy not in MIXED_PRECISION_POLICIES:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_POLICIES}, "
+                         f"got {policy!r}")
+    if policy:
+        keras.mixed_precision.set_dtype_policy(policy)
+
+
+def scale_loss(optimizer, loss: tf.Tensor) -> tf.Tensor:
+    """The loss to differentiate: scaled by a `LossScaleOptimizer` (float16), which
+    unscales the gradients it applies; otherwise `loss` itself."""
+    return optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+
+
 def current_learning_rate(optimizer) -> tf.Tensor:
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     return tf.convert_to_tensor(inner.learning_rate)
@@ -138,11 +157,7 @@ def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
     """
     if settings.steps < 1 or settings.checkpoint_every < 1 or settings.log_every < 1:
         raise ValueError(f"steps, checkpoint_every and log_every must be >= 1: {settings}")
-    if settings.mixed_precision not in MIXED_PRECISION_POLICIES:
-        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION_POLICIES}, "
-                         f"got {settings.mixed_precision!r}")
-    if settings.mixed_precision:
-        keras.mixed_precision.set_dtype_policy(settings.mixed_precision)
+    use_mixed_precision(settings.mixed_precision)
     chief = distribute.is_chief(strategy)
     with strategy.scope():
         model = build_model()
@@ -168,7 +183,7 @@ def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
             values = model.compute_losses(batch["images"], batch["boxes"], batch["classes"],
                                           batch["num_lesions"], training=True, seed=seed)
             loss = values["total_loss"] / replicas
-            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+            scaled = scale_loss(optimizer, loss)
         variables = model.trainable_variables
         gradients = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(gradients, variables))
