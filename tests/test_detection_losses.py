@@ -68,6 +68,33 @@ def test_rcnn_losses_hand_case():
     np.testing.assert_allclose(result["rcnn_box_loss"].numpy(), (0.125 + 2.5) / 2, rtol=1e-5)
 
 
+def test_rcnn_category_weight_scales_the_category_term_only():
+    # Row 0: class 2 of [0, 1, -1]; row 1: background of [2, 0, 0]; row 2: padding.
+    logits = tf.constant([[[0.0, 1.0, -1.0], [2.0, 0.0, 0.0], [5.0, 5.0, 5.0]]])
+    classes = tf.constant([[2, 0, 1]])
+    valid = tf.constant([[True, True, False]])
+    deltas = np.zeros([1, 3, 2, 4], np.float32)
+    targets = np.zeros([1, 3, 4], np.float32)
+    e = math.exp
+    z0 = 1 + e(1) + e(-1)
+    lesion = -math.log((e(1) + e(-1)) / z0)         # -log(1 - p(background)) of row 0
+    category = -math.log(e(-1) / (e(1) + e(-1)))    # -log p(class 2 | lesion) of row 0
+    background = -math.log(e(2) / (e(2) + 2))       # row 1 is background: no category term
+    for weight in (0.0, 0.25, 1.0, 2.0):
+        result = losses.rcnn_losses(logits, deltas, classes, targets, valid,
+                                    category_weight=weight)
+        np.testing.assert_allclose(result["rcnn_class_loss"].numpy(),
+                                   (lesion + weight * category + background) / 2, rtol=1e-5)
+    # One class: the category term is 0, so the weight changes nothing.
+    one = tf.constant([[[0.3, -0.2], [1.0, 0.5]]])
+    expected = losses.rcnn_losses(one, np.zeros([1, 2, 1, 4], np.float32), tf.constant([[1, 0]]),
+                                  np.zeros([1, 2, 4], np.float32), tf.constant([[True, True]]))
+    got = losses.rcnn_losses(one, np.zeros([1, 2, 1, 4], np.float32), tf.constant([[1, 0]]),
+                             np.zeros([1, 2, 4], np.float32), tf.constant([[True, True]]),
+                             category_weight=0.1)
+    np.testing.assert_allclose(got["rcnn_class_loss"], expected["rcnn_class_loss"], rtol=1e-6)
+
+
 def test_rpn_recall_counts_lesions_with_a_good_proposal():
     gt = tf.constant([[[0., 0., 10., 10.], [20., 20., 30., 30.], [-1., -1., -1., -1.]]])
     proposals = tf.constant([[[0., 0., 10., 11.], [20., 20., 30., 30.]]])

@@ -59,6 +59,8 @@ class FasterRCNN(keras.Model):
         RPN training targets (Faster R-CNN: 0.7, 0.3, 256, 0.5).
       rpn_ignore_cross_boundary: anchors crossing the image border take no part
         in the RPN's training (py-faster-rcnn), see `losses.rpn_losses`.
+      category_loss_weight: weight of the box head's category term
+        (`losses.rcnn_losses`' `category_weight`; 1 is the plain softmax loss).
     """
 
     def __init__(self, backbone, rpn_head, proposal_generator, roi_sampler, roi_pooler,
@@ -68,7 +70,7 @@ class FasterRCNN(keras.Model):
                  stride: int = backbone_lib.STRIDE, rpn_positive_iou: float = 0.7,
                  rpn_negative_iou: float = 0.3, rpn_num_samples: int = 256,
                  rpn_positive_fraction: float = 0.5, rpn_ignore_cross_boundary: bool = True,
-                 **kwargs):
+                 category_loss_weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.rpn_head = rpn_head
@@ -85,6 +87,9 @@ class FasterRCNN(keras.Model):
         self.rpn_num_samples = int(rpn_num_samples)
         self.rpn_positive_fraction = float(rpn_positive_fraction)
         self.rpn_ignore_cross_boundary = bool(rpn_ignore_cross_boundary)
+        if category_loss_weight < 0:
+            raise ValueError(f"category_loss_weight must be >= 0, got {category_loss_weight}")
+        self.category_loss_weight = float(category_loss_weight)
 
     @property
     def num_classes(self) -> int:
@@ -159,7 +164,8 @@ class FasterRCNN(keras.Model):
                                 gt_valid, seed=roi_seed)
         head = self.box_head(self.roi_pooler(features, rois.boxes), training=training)
         result.update(losses.rcnn_losses(head["class_logits"], head["deltas"], rois.classes,
-                                         rois.box_targets, rois.valid))
+                                         rois.box_targets, rois.valid,
+                                         category_weight=self.category_loss_weight))
         result["total_loss"] = tf.add_n([result[name] for name in LOSS_NAMES])
         result["rpn_recall"] = losses.rpn_recall(proposals.boxes, proposals.valid, gt_boxes,
                                                  gt_valid)
@@ -175,7 +181,8 @@ class FasterRCNN(keras.Model):
                       rpn_negative_iou=self.rpn_negative_iou,
                       rpn_num_samples=self.rpn_num_samples,
                       rpn_positive_fraction=self.rpn_positive_fraction,
-                      rpn_ignore_cross_boundary=self.rpn_ignore_cross_boundary)
+                      rpn_ignore_cross_boundary=self.rpn_ignore_cross_boundary,
+                      category_loss_weight=self.category_loss_weight)
         return config
 
     @classmethod
@@ -198,7 +205,7 @@ def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float
                       rpn_nms_iou: float = 0.7, rpn_positive_iou: float = 0.7,
                       rpn_negative_iou: float = 0.3, rpn_num_samples: int = 256,
                       rpn_positive_fraction: float = 0.5, rpn_ignore_cross_boundary: bool = True,
-                      rois_per_image: int = 32,
+                      category_loss_weight: float = 1.0, rois_per_image: int = 32,
                       foreground_fraction: float = 0.25, foreground_iou: float = 0.5,
                       background_iou_high: float = 0.5, background_iou_low: float = 0.1,
                       roi_pooling: str = "max", pool_size: int = 7,
@@ -252,7 +259,8 @@ def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float
         anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios, stride=backbone_lib.STRIDE,
         rpn_positive_iou=rpn_positive_iou, rpn_negative_iou=rpn_negative_iou,
         rpn_num_samples=rpn_num_samples, rpn_positive_fraction=rpn_positive_fraction,
-        rpn_ignore_cross_boundary=rpn_ignore_cross_boundary, name=name)
+        rpn_ignore_cross_boundary=rpn_ignore_cross_boundary,
+        category_loss_weight=category_loss_weight, name=name)
     if fc_from_vgg16 and weights is not None and (fc_units, pool_size) != (4096, 7):
         raise ValueError(f"VGG16's FC6/FC7 fit fc_units=4096 and pool_size=7, not {fc_units} "
                          f"and {pool_size}; pass fc_from_vgg16=False to initialise them randomly")

@@ -98,8 +98,15 @@ def rpn_losses(objectness: tf.Tensor, deltas: tf.Tensor, anchors: tf.Tensor,
 
 
 def rcnn_losses(class_logits: tf.Tensor, deltas: tf.Tensor, classes: tf.Tensor,
-                box_targets: tf.Tensor, valid: tf.Tensor) -> Dict[str, tf.Tensor]:
+                box_targets: tf.Tensor, valid: tf.Tensor, *,
+                category_weight: float = 1.0) -> Dict[str, tf.Tensor]:
     """Box head classification and box losses.
+
+    The softmax cross-entropy of a RoI of class k splits exactly into a lesion
+    term and a category term, -log p(k) = -log p(lesion) - log p(k | lesion),
+    with p(lesion) = 1 - p(background); a background RoI has the lesion term
+    -log p(background) only. `category_weight` scales the category term (1:
+    the plain softmax loss); with one class the category term is 0.
 
     Args:
       class_logits: `[B, S, K + 1]`.
@@ -107,13 +114,22 @@ def rcnn_losses(class_logits: tf.Tensor, deltas: tf.Tensor, classes: tf.Tensor,
       classes: `[B, S]` int32 target classes (0 background).
       box_targets: `[B, S, 4]`.
       valid: `[B, S]` bool, the sampled rows.
+      category_weight: weight of the category term (>= 0).
 
     Returns:
       `rcnn_class_loss`, `rcnn_box_loss` (scalars).
     """
     classes = tf.cast(classes, tf.int32)
-    class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=classes, logits=tf.cast(class_logits, tf.float32))
+    class_logits = tf.cast(class_logits, tf.float32)
+    if category_weight == 1.0:
+        class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=classes,
+                                                                   logits=class_logits)
+    else:
+        log_p = tf.nn.log_softmax(class_logits, axis=-1)
+        log_lesion = tf.reduce_logsumexp(log_p[..., 1:], axis=-1)
+        own = tf.gather(log_p, classes, batch_dims=2)
+        class_loss = tf.where(classes > 0, -log_lesion - category_weight * (own - log_lesion),
+                              -own)
     num_sampled = tf.reduce_sum(tf.cast(valid, tf.float32))
     class_loss = _safe_mean(tf.reduce_sum(tf.where(valid, class_loss, 0.0)), num_sampled)
     foreground = tf.logical_and(valid, classes > 0)
