@@ -119,3 +119,35 @@ def test_rescoring_its_coco_results_gives_the_same_metrics(evaluated, dummy_pacs
     accuracy = f"{100 * ours['detection_accuracy']:.2f}"
     assert f"| model | 3 | {accuracy} |" in report and f"| rescored | 3 | {accuracy} |" in report
     assert "| Accuracy (%): model |" in report and "| Accuracy (%): rescored |" in report
+
+
+def test_intervals_and_the_paired_comparison_through_the_binary(evaluated, dummy_pacs_data_dir):
+    # The train split holds several patients: every figure gets an interval; the model
+    # compared with its own rescored detections differs by exactly nothing.
+    common = [f"--data_dir={dummy_pacs_data_dir}", "--dataset=deeplesion/pacs", "--split=train",
+              f"--truth_csv={TRUTH_CSV}", "--categories=truth", "--num_figures=0",
+              "--bootstrap_resamples=300", "--bootstrap_seed=4"]
+    first, second = evaluated / "train_eval", evaluated / "train_again"
+    _run("evaluate_detector", f"--model_dir={evaluated / 'model'}", f"--output_dir={first}",
+         *common)
+    _run("evaluate_detector", f"--detections={first / 'detections.json'}",
+         f"--box_padding_px={PADDING}", f"--output_dir={second}", *common)
+    metrics = _metrics(first)
+    assert metrics["num_patients"] >= 3
+    accuracy = metrics["intervals"]["detection_accuracy"]
+    assert accuracy["value"] == metrics["detection_accuracy"]
+    low, high = accuracy["interval"]
+    assert low <= accuracy["value"] <= high and high - low > 0.0
+    assert _flat(_metrics(second)["intervals"]) == pytest.approx(_flat(metrics["intervals"]))
+    report = (first / "report.md").read_text()
+    assert f"{100 * accuracy['value']:.1f} [{100 * low:.1f}, {100 * high:.1f}]" in report
+
+    table = evaluated / "train_table1"
+    _run("evaluate_detector", f"--compare={first},{second}", "--compare_names=model,rescored",
+         f"--output_dir={table}", "--bootstrap_resamples=300")
+    comparison = json.loads((table / "comparison.json").read_text())
+    difference = comparison["differences"][0]["detection_accuracy"]
+    assert difference == {"value": 0.0, "interval": [0.0, 0.0], "method": "BCa", "p_value": 1.0}
+    report = (table / "report.md").read_text()
+    assert "| rescored - model | Accuracy | +0.0 [+0.0, +0.0] | 1.000 | undecided at this size |" \
+        in report

@@ -180,11 +180,12 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
         `{lesion_id: class}` with classes >= 1 (pseudo labels). Iterating
         fails with `tf.errors.InvalidArgumentError` naming any lesion that the
         table lacks.
-      deterministic: the same batches on every run: ordered map, shuffle and
-        flips seeded with `seed`. Otherwise map results may come out of order
-        and shuffle and flips are seeded afresh (`seed` unused).
+      deterministic: the same batches on every run: map results in order.
+        Otherwise they may come out of order (faster), so that the batches
+        hold the same examples only roughly in the same order.
       shuffle_buffer: examples in the shuffle buffer (training only).
-      seed: see `deterministic`.
+      seed: seeds the shuffle and the flips (training only), with or without
+        `deterministic`: another seed, another order and other flips.
 
     Returns:
       One pass over `ds` (repeat it for more epochs), prefetched; each element
@@ -213,7 +214,6 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
                  image_size, channels, windows, box_padding_px,
                  "single class" if table is None else f"class table of {len(class_table)} lesions",
                  deterministic)
-    seed_or_none = seed if deterministic else None
 
     def prepare(example: Dict[str, tf.Tensor], flip_seed: Optional[tf.Tensor]):
         hu = tf.concat([hu_windows.hu_from_stored(example[k]) for k in SLICE_KEYS], axis=-1)
@@ -249,10 +249,10 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
         }
 
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed_or_none, reshuffle_each_iteration=True)
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         # One stateless seed per example, drawn in order, so that flips do not
         # depend on which parallel map call runs first.
-        flip_seeds = tf.data.Dataset.random(seed=seed_or_none,
+        flip_seeds = tf.data.Dataset.random(seed=seed,
                                             rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, flip_seeds)).map(
             prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)

@@ -58,8 +58,9 @@ class TrainSettings:
       keep_checkpoints: how many checkpoints are kept.
       log_every: steps between summaries.
       mixed_precision: "" (float32), "mixed_float16" (GPUs) or "mixed_bfloat16" (TPUs).
-      seed: seeds the anchor and RoI samples when `deterministic`.
-      deterministic: reproducible samples (stateless, seeded by `seed` and the step).
+      seed: seeds the anchor and RoI samples (stateless draws from `seed` and
+        the step, so that another seed gives other samples and a resumed run
+        the samples it would have drawn).
     """
 
     steps: int
@@ -75,7 +76,6 @@ class TrainSettings:
     log_every: int = 20
     mixed_precision: str = ""
     seed: int = 0
-    deterministic: bool = False
 
 
 def learning_rate_schedule(settings: TrainSettings):
@@ -191,10 +191,8 @@ def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
 
     @tf.function
     def train_step(iterator):
-        seed = None
-        if settings.deterministic:
-            seed = tf.stack([tf.constant(settings.seed, tf.int64),
-                             tf.cast(optimizer.iterations, tf.int64)])
+        seed = tf.stack([tf.constant(settings.seed, tf.int64),
+                         tf.cast(optimizer.iterations, tf.int64)])
         per_replica = strategy.run(replica_step, args=(next(iterator), seed))
         return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                 for name, value in per_replica.items()}

@@ -17,7 +17,7 @@ Shape shorthand: I images; n lesions of one image; T thresholds.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -86,6 +86,33 @@ def accuracy_by_iou(ious: Sequence[np.ndarray],
     return {f"{t:g}": detection_accuracy(ious, t) for t in thresholds}
 
 
+class CategoryHits(NamedTuple):
+    """Which images each Table 1 row holds and gets right (shape shorthand: C rows).
+
+    Attributes:
+      member: `[C, I]` bool, the image holds a lesion of the row's category.
+      correct: `[C, I]` bool, its top-1 box hits one of those lesions.
+    """
+
+    member: np.ndarray
+    correct: np.ndarray
+
+
+def category_hits(truths: Sequence[records.ImageTruth], ious: Sequence[np.ndarray],
+                  categories: categories_lib.Categories,
+                  threshold: float = IOU_THRESHOLD) -> CategoryHits:
+    """The per-image facts of Table 1's rows (`categories.rows`, in order)."""
+    member = np.zeros([len(categories.rows), len(truths)], bool)
+    correct = np.zeros_like(member)
+    for c, (category, _) in enumerate(categories.rows):
+        for k, (truth, iou) in enumerate(zip(truths, ious)):
+            mine = np.array([categories.category(i) == category for i in truth.lesion_ids],
+                            bool)
+            member[c, k] = mine.any()
+            correct[c, k] = mine.any() and bool(np.any(iou[mine] > threshold))
+    return CategoryHits(member, correct)
+
+
 def per_category_accuracy(truths: Sequence[records.ImageTruth], ious: Sequence[np.ndarray],
                           categories: categories_lib.Categories,
                           threshold: float = IOU_THRESHOLD) -> List[Mapping[str, object]]:
@@ -93,16 +120,10 @@ def per_category_accuracy(truths: Sequence[records.ImageTruth], ious: Sequence[n
 
     `accuracy` is None for a category without images (size 0).
     """
-    rows = []
-    for category, name in categories.rows:
-        size = correct = 0
-        for truth, iou in zip(truths, ious):
-            mine = np.array([categories.category(i) == category for i in truth.lesion_ids],
-                            bool)
-            if mine.any():
-                size += 1
-                correct += bool(np.any(iou[mine] > threshold))
-        rows.append(_row(category, name, size, correct))
+    hits = category_hits(truths, ious, categories, threshold)
+    rows = [_row(category, name, int(member.sum()), int(correct.sum()))
+            for (category, name), member, correct in zip(categories.rows, hits.member,
+                                                         hits.correct)]
     overall = sum(bool(np.any(iou > threshold)) for iou in ious)
     rows.append(_row(None, "overall", len(ious), overall))
     return rows

@@ -133,6 +133,25 @@ def read_results(path: str, image_ids: Sequence[int], *, iou_convention: str
     return detections
 
 
+class CocoMatches(NamedTuple):
+    """pycocotools' per-image matching at IoU 0.5, what AP is accumulated from.
+
+    Shape shorthand: Q detections kept by pycocotools (each image's best
+    `maxDets`), in image order and, within an image, by descending score.
+
+    Attributes:
+      image_ids: `[Q]` int, the detection's image.
+      scores: `[Q]` float64.
+      true_positive: `[Q]` bool, matched to a lesion at IoU >= 0.5.
+      positives: `{image_id: lesions}` of every ground-truth image.
+    """
+
+    image_ids: np.ndarray
+    scores: np.ndarray
+    true_positive: np.ndarray
+    positives: Dict[int, int]
+
+
 class CocoAP(NamedTuple):
     """pycocotools' class-agnostic AP at IoU 0.5 and its precision-recall curve.
 
@@ -140,11 +159,34 @@ class CocoAP(NamedTuple):
       ap50: AP@0.5 (pycocotools' `stats[1]`), -1 when the ground truth is empty.
       recall: `[101]` recall points.
       precision: `[101]` interpolated precision at them (-1 where undefined).
+      matches: the per-image matches it was accumulated from.
     """
 
     ap50: float
     recall: np.ndarray
     precision: np.ndarray
+    matches: CocoMatches
+
+
+def _matches(evaluator, iou_index: int) -> CocoMatches:
+    """The matches of `evaluator.evalImgs` (after `evaluate`) for area `all`, one IoU."""
+    image_ids = list(evaluator.params.imgIds)
+    # evalImgs runs over categories x area ranges x images; one category, area `all` first.
+    per_image = evaluator.evalImgs[:len(image_ids)]
+    ids, scores, tp = [], [], []
+    positives = {int(i): 0 for i in image_ids}
+    for image_id, e in zip(image_ids, per_image):
+        if e is None:
+            continue
+        positives[int(image_id)] = int(np.sum(np.asarray(e["gtIgnore"]) == 0))
+        n = len(e["dtScores"])
+        ids.append(np.full([n], int(image_id), np.int64))
+        scores.append(np.asarray(e["dtScores"], np.float64))
+        tp.append(np.asarray(e["dtMatches"])[iou_index] > 0)
+    empty = [np.zeros([0])]
+    return CocoMatches(np.concatenate(ids + [np.zeros([0], np.int64)]).astype(np.int64),
+                       np.concatenate(scores + empty), np.concatenate(tp + empty).astype(bool),
+                       positives)
 
 
 def coco_ap50(groundtruth: Mapping, results: Sequence[Mapping]) -> CocoAP:
@@ -157,7 +199,13 @@ def coco_ap50(groundtruth: Mapping, results: Sequence[Mapping]) -> CocoAP:
     from pycocotools.cocoeval import COCOeval
 
     if not results:
-        return CocoAP(0.0, RECALL_POINTS.copy(), np.zeros_like(RECALL_POINTS))
+        positives = {}
+        for a in groundtruth["annotations"]:
+            positives[a["image_id"]] = positives.get(a["image_id"], 0) + 1
+        no_matches = CocoMatches(np.zeros([0], np.int64), np.zeros([0]), np.zeros([0], bool),
+                                 {int(i["id"]): positives.get(i["id"], 0)
+                                  for i in groundtruth["images"]})
+        return CocoAP(0.0, RECALL_POINTS.copy(), np.zeros_like(RECALL_POINTS), no_matches)
     per_image: Dict[int, int] = {}
     for r in results:
         per_image[r["image_id"]] = per_image.get(r["image_id"], 0) + 1
@@ -177,4 +225,4 @@ def coco_ap50(groundtruth: Mapping, results: Sequence[Mapping]) -> CocoAP:
     precision = evaluator.eval["precision"][t, :, 0, 0, -1]  # [R]: area all, most dets
     valid = precision > -1
     ap = float(precision[valid].mean()) if valid.any() else -1.0
-    return CocoAP(ap, np.asarray(evaluator.params.recThrs), precision)
+    return CocoAP(ap, np.asarray(evaluator.params.recThrs), precision, _matches(evaluator, t))

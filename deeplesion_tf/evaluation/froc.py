@@ -72,6 +72,9 @@ class FrocResult(NamedTuple):
       mean_all: their mean over all rates.
       curve: the `FrocCurve`.
       num_noisy_lesions_dropped, num_images_dropped: step 1.
+      outcomes: the `FrocOutcomes` the curve is summed from.
+      image_ids: `[N]` the `image_id` of each scored image (`outcomes.image`
+        indexes these).
     """
 
     fp_rates: Tuple[float, ...]
@@ -81,6 +84,8 @@ class FrocResult(NamedTuple):
     curve: FrocCurve
     num_noisy_lesions_dropped: int
     num_images_dropped: int
+    outcomes: FrocOutcomes
+    image_ids: np.ndarray
 
     def as_dict(self):
         return {
@@ -95,9 +100,50 @@ class FrocResult(NamedTuple):
         }
 
 
-def froc_curve(gt_boxes: Sequence[np.ndarray], det_boxes: Sequence[np.ndarray],
-               det_scores: Sequence[np.ndarray], *, iou_threshold: float = IOU_THRESHOLD,
-               iou_convention: str = matching.CONTINUOUS) -> FrocCurve:
+class FrocOutcomes(NamedTuple):
+    """What each detection did, in the pooled order of step 2 (steps 2 and 3 of the rule).
+
+    A detection's outcome depends only on its own image (which of its lesions
+    the image's higher-scored detections hit before it), so the curve of any
+    subset or resample of the images is a cumulative sum of these in this
+    order (`deeplesion_tf.evaluation.intervals`).
+
+    Attributes:
+      image: `[P]` int, the detection's image (index into the N images).
+      scores: `[P]` float64, descending.
+      false_positive: `[P]` bool.
+      new_hits: `[P]` int, lesions it hits that no detection before it hit.
+      lesions: `[N]` int, lesions of each image.
+    """
+
+    image: np.ndarray
+    scores: np.ndarray
+    false_positive: np.ndarray
+    new_hits: np.ndarray
+    lesions: np.ndarray
+
+
+def _image_outcomes(gt: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                    iou_threshold: float, iou_convention: str):
+    """Step 3 within one image: `[D]` false positive and new hits, in `scores`' stable order."""
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    iou = matching.pairwise_iou(boxes, gt, iou_convention)  # [D, n]
+    false_positive = np.zeros([len(order)], bool)
+    new_hits = np.zeros([len(order)], np.int64)
+    hit = np.zeros([len(gt)], bool)
+    for k in order:
+        if iou.shape[1] == 0 or iou[k].max() < iou_threshold:
+            false_positive[k] = True
+            continue
+        new = (iou[k] >= iou_threshold) & ~hit
+        hit |= new
+        new_hits[k] = int(new.sum())
+    return false_positive, new_hits
+
+
+def froc_outcomes(gt_boxes: Sequence[np.ndarray], det_boxes: Sequence[np.ndarray],
+                  det_scores: Sequence[np.ndarray], *, iou_threshold: float = IOU_THRESHOLD,
+                  iou_convention: str = matching.CONTINUOUS) -> FrocOutcomes:
     """Steps 2 and 3 of the rule over N images.
 
     Args:
@@ -109,28 +155,35 @@ def froc_curve(gt_boxes: Sequence[np.ndarray], det_boxes: Sequence[np.ndarray],
     """
     if not len(gt_boxes) == len(det_boxes) == len(det_scores):
         raise ValueError("gt_boxes, det_boxes and det_scores must hold the same images")
-    image_of = np.concatenate([np.full([len(s)], i, np.int64) for i, s in enumerate(det_scores)]
-                              + [np.zeros([0], np.int64)])
-    index_in_image = np.concatenate([np.arange(len(s)) for s in det_scores]
-                                    + [np.zeros([0], np.int64)]).astype(np.int64)
+    per_image = [_image_outcomes(np.asarray(g, np.float64).reshape([-1, 4]),
+                                 np.asarray(d, np.float64).reshape([-1, 4]), s,
+                                 iou_threshold, iou_convention)
+                 for g, d, s in zip(gt_boxes, det_boxes, det_scores)]
+    empty_int = [np.zeros([0], np.int64)]
+    image = np.concatenate([np.full([len(s)], i, np.int64) for i, s in enumerate(det_scores)]
+                           + empty_int)
     scores = np.concatenate([np.asarray(s, np.float64) for s in det_scores] + [np.zeros([0])])
+    false_positive = np.concatenate([fp for fp, _ in per_image] + [np.zeros([0], bool)])
+    new_hits = np.concatenate([h for _, h in per_image] + empty_int)
+    # Equal scores keep image order, then detection order.
     order = np.argsort(-scores, kind="stable")
-    hit = [np.zeros([len(g)], bool) for g in gt_boxes]
-    ious = [matching.pairwise_iou(d, g, iou_convention) for d, g in zip(det_boxes, gt_boxes)]
-    false_positives, hits = [0], [0]
-    for p in order:
-        image, k = image_of[p], index_in_image[p]
-        iou = ious[image][k]  # [n]
-        if iou.size == 0 or iou.max() < iou_threshold:
-            false_positives.append(false_positives[-1] + 1)
-            hits.append(hits[-1])
-            continue
-        new = (iou >= iou_threshold) & ~hit[image]
-        hit[image] |= new
-        false_positives.append(false_positives[-1])
-        hits.append(hits[-1] + int(new.sum()))
-    return FrocCurve(np.array(false_positives), np.array(hits), len(gt_boxes),
-                     int(sum(len(g) for g in gt_boxes)))
+    return FrocOutcomes(image[order], scores[order], false_positive[order], new_hits[order],
+                        np.array([len(g) for g in gt_boxes], np.int64))
+
+
+def curve_of(outcomes: FrocOutcomes) -> FrocCurve:
+    """The curve of all N images of `outcomes`."""
+    return FrocCurve(np.concatenate([[0], np.cumsum(outcomes.false_positive)]).astype(np.int64),
+                     np.concatenate([[0], np.cumsum(outcomes.new_hits)]).astype(np.int64),
+                     len(outcomes.lesions), int(outcomes.lesions.sum()))
+
+
+def froc_curve(gt_boxes: Sequence[np.ndarray], det_boxes: Sequence[np.ndarray],
+               det_scores: Sequence[np.ndarray], *, iou_threshold: float = IOU_THRESHOLD,
+               iou_convention: str = matching.CONTINUOUS) -> FrocCurve:
+    """Steps 2 and 3 of the rule over N images (arguments as `froc_outcomes`)."""
+    return curve_of(froc_outcomes(gt_boxes, det_boxes, det_scores, iou_threshold=iou_threshold,
+                                  iou_convention=iou_convention))
 
 
 def sensitivity_at(curve: FrocCurve, fp_rates: Sequence[float] = FP_RATES) -> Tuple[float, ...]:
@@ -162,7 +215,7 @@ def official_froc(truths: Sequence[records.ImageTruth],
       ValueError: no image keeps a lesion.
     """
     dets = accuracy.by_image(detections)
-    gt_boxes, det_boxes, det_scores = [], [], []
+    gt_boxes, det_boxes, det_scores, image_ids = [], [], [], []
     num_noisy = num_dropped = 0
     for truth in truths:
         keep = ~np.asarray(truth.noisy, bool)
@@ -174,12 +227,15 @@ def official_froc(truths: Sequence[records.ImageTruth],
         d = dets.get(truth.image_id, records.empty_detections(truth.image_id))
         det_boxes.append(records.change_padding(d.boxes, detection_padding, gt_padding))
         det_scores.append(np.asarray(d.scores, np.float64))
+        image_ids.append(truth.image_id)
     if not gt_boxes:
         raise ValueError("no image keeps a lesion that is not noisy")
-    curve = froc_curve(gt_boxes, det_boxes, det_scores, iou_threshold=iou_threshold,
-                       iou_convention=iou_convention)
+    outcomes = froc_outcomes(gt_boxes, det_boxes, det_scores, iou_threshold=iou_threshold,
+                             iou_convention=iou_convention)
+    curve = curve_of(outcomes)
     sensitivities = sensitivity_at(curve, fp_rates)
     low = [s for r, s in zip(fp_rates, sensitivities) if r <= 4.0]
     return FrocResult(tuple(float(r) for r in fp_rates), sensitivities,
                       float(np.mean(low)) if low else float("nan"),
-                      float(np.mean(sensitivities)), curve, num_noisy, num_dropped)
+                      float(np.mean(sensitivities)), curve, num_noisy, num_dropped, outcomes,
+                      np.array(image_ids, np.int64))

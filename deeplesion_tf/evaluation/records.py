@@ -63,6 +63,11 @@ class ImageDetections(NamedTuple):
     classes: np.ndarray
 
 
+def patient_id(truth: ImageTruth) -> str:
+    """The patient pseudonym of `truth.file_name` (its first `_`-separated field)."""
+    return truth.file_name.rsplit("_", 3)[0]
+
+
 def empty_detections(image_id: int) -> ImageDetections:
     return ImageDetections(image_id, np.zeros([0, 4]), np.zeros([0]), np.zeros([0], np.int64))
 

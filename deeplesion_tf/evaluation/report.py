@@ -8,11 +8,26 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence, Tuple
 
+from deeplesion_tf.evaluation import intervals
+
 Run = Tuple[str, Mapping]  # (model name, metrics.json)
 
 
 def _percent(value: Optional[float]) -> str:
     return "-" if value is None else f"{100.0 * value:.2f}"
+
+
+def _cell(m: Mapping, metric: str, value: Optional[float]) -> str:
+    """`83.3 [72.9, 91.7]` where `m` has the metric's interval, else the plain percentage."""
+    estimate = (m.get("intervals") or {}).get(metric)
+    if not estimate or estimate.get("interval") is None:
+        return _percent(value)
+    return intervals.as_percent(estimate)
+
+
+def difference_cell(estimate: Optional[Mapping]) -> str:
+    """A paired difference in points: `+2.1 [-3.0, +7.4]`."""
+    return intervals.as_percent(estimate, signed=True)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -30,12 +45,37 @@ def summary_table(runs: Sequence[Run]) -> str:
     for name, m in runs:
         froc = m["froc"]
         latency = m.get("latency_ms_per_image")
-        rows.append([name, m["num_images"], _percent(m["detection_accuracy"]),
-                     _percent(m["ap50"])] +
-                    [_percent(froc["sensitivity_at_fp"].get(r)) for r in rates] +
-                    [_percent(froc["mean_0.5_to_4"]),
+        rows.append([name, m["num_images"], _cell(m, "detection_accuracy",
+                                                   m["detection_accuracy"]),
+                     _cell(m, "ap50", m["ap50"])] +
+                    [_cell(m, f"froc_{r}", froc["sensitivity_at_fp"].get(r)) for r in rates] +
+                    [_cell(m, "froc_mean_0.5_to_4", froc["mean_0.5_to_4"]),
                      "-" if latency is None else f"{latency:.1f}"])
     return _table(header, rows)
+
+
+_DIFFERENCE_ROWS = (("Accuracy", "detection_accuracy"), ("AP@0.5", "ap50")) + tuple(
+    (f"Sens@{m[len('froc_'):]}", m) for m in intervals.FROC_METRICS) + (
+    ("FROC mean 0.5-4", "froc_mean_0.5_to_4"), ("FROC mean 0.5-16", "froc_mean_0.5_to_16"))
+
+
+def difference_table(comparison: Mapping) -> str:
+    """Each model minus the reference, paired on the same images, with p and a verdict."""
+    reference = comparison["reference"]
+    rows = []
+    for name, differences in zip(comparison["names"][1:], comparison["differences"]):
+        metrics = list(_DIFFERENCE_ROWS) + [
+            (f"Table 1: {k[len('category/'):]}", k) for k in differences
+            if k.startswith("category/")]
+        for label, key in metrics:
+            d = differences.get(key)
+            if not d or d.get("value") is None:
+                continue
+            rows.append([f"{name} - {reference}", label, difference_cell(d),
+                         "-" if d.get("p_value") is None else f"{d['p_value']:.3f}",
+                         intervals.verdict_words(d, f"{name} better", f"{reference} better")])
+    return _table(["Comparison", "Metric", "Difference (points) [95% CI]", "p", "Verdict"],
+                  rows)
 
 
 def category_table(runs: Sequence[Run]) -> str:
@@ -46,9 +86,15 @@ def category_table(runs: Sequence[Run]) -> str:
                             for r in first]
     rows = [["Category"] + names, ["Size"] + [str(r["size"]) for r in first]]
     for model, m in runs:
-        accuracy = {r["name"]: r["accuracy"] for r in m["per_category"]}
-        rows.append([f"Accuracy (%): {model}"] + [_percent(accuracy.get(n)) for n in names])
+        by_name = {r["name"]: r for r in m["per_category"]}
+        rows.append([f"Accuracy (%): {model}"] + [_category_cell(by_name.get(n)) for n in names])
     return _table(header, rows)
+
+
+def _category_cell(row: Optional[Mapping]) -> str:
+    if row is None or row.get("interval") is None:
+        return _percent(None if row is None else row["accuracy"])
+    return intervals.as_percent({"value": row["accuracy"], "interval": row["interval"]})
 
 
 def iou_table(runs: Sequence[Run]) -> str:
@@ -57,6 +103,20 @@ def iou_table(runs: Sequence[Run]) -> str:
     rows = [[name] + [_percent(m["accuracy_by_iou"].get(t)) for t in thresholds]
             for name, m in runs]
     return _table(["Model"] + [f"IoU > {t}" for t in thresholds], rows)
+
+
+def _interval_note(m: Mapping) -> str:
+    estimates = m.get("intervals")
+    if not estimates:
+        return "No intervals (`--bootstrap_resamples=0`).\n"
+    if all(e.get("interval") is None for e in estimates.values()):
+        return (f"No intervals: {m.get('num_patients')} patient(s) are too few to "
+                "resample.\n")
+    resamples = m["settings"].get("bootstrap_resamples")
+    return (f"In brackets: 95% intervals by bootstrap over the {m.get('num_patients')} "
+            f"patients ({resamples} resamples; BCa, or percentile for a Table 1 row that some "
+            f"resamples lack). One image is {100.0 / m['num_images']:.1f} points of "
+            "accuracy.\n")
 
 
 def unbookmarked_section(runs: Sequence[Run]) -> str:
@@ -78,7 +138,7 @@ def unbookmarked_section(runs: Sequence[Run]) -> str:
 
 
 def render(runs: Sequence[Run], figures: Mapping[str, str],
-           qualitative: Sequence[str] = ()) -> str:
+           qualitative: Sequence[str] = (), comparison: Optional[Mapping] = None) -> str:
     """The markdown of `report.md`.
 
     Args:
@@ -86,6 +146,7 @@ def render(runs: Sequence[Run], figures: Mapping[str, str],
       figures: `{"accuracy_by_iou": path, "precision_recall": path}`, relative
         to the report.
       qualitative: detection images, relative to the report.
+      comparison: `runner.write_comparison`'s paired differences, if any.
     """
     m = runs[0][1]
     settings = m["settings"]
@@ -102,6 +163,17 @@ def render(runs: Sequence[Run], figures: Mapping[str, str],
         "exceeds 0.5 (class ignored). AP@0.5: pycocotools on `groundtruth.json` and "
         "`detections.json`, class-agnostic. FROC: the official DeepLesion rule (noisy lesions "
         "dropped), sensitivity at the given false positives per image.\n",
+        _interval_note(m),
+    ]
+    if comparison and comparison["differences"]:
+        parts += ["## Paired differences on the same images\n",
+                  difference_table(comparison) + "\n",
+                  f"Difference of each model minus `{comparison['reference']}` on the same "
+                  f"images, in percentage points: 95% interval by paired bootstrap over "
+                  f"patients ({comparison['resamples']} resamples), p two-sided by a "
+                  "permutation test that swaps the two models' detections patient by patient. "
+                  "Where the interval holds 0 the verdict is \"undecided at this size\".\n"]
+    parts += [
         "## Per category (Table 1)\n",
         f"Categories: `{settings['categories']}`.\n",
         category_table(runs) + "\n",

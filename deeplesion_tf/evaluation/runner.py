@@ -34,6 +34,7 @@ from deeplesion_tf.evaluation import categories as categories_lib
 from deeplesion_tf.evaluation import coco_format
 from deeplesion_tf.evaluation import figures
 from deeplesion_tf.evaluation import froc as froc_lib
+from deeplesion_tf.evaluation import intervals
 from deeplesion_tf.evaluation import matching
 from deeplesion_tf.evaluation import records
 from deeplesion_tf.evaluation import report as report_lib
@@ -45,6 +46,7 @@ CURVES_FILE = "curves.json"
 GROUNDTRUTH_FILE = "groundtruth.json"
 DETECTIONS_FILE = "detections.json"
 REPORT_FILE = "report.md"
+COMPARISON_FILE = "comparison.json"
 
 
 def keras_predictor(model: tf.keras.Model) -> Predictor:
@@ -123,6 +125,9 @@ class EvalSettings(NamedTuple):
         re-padded to it (`records.change_padding`).
       iou_convention: `matching.CONTINUOUS` (default) or `INCLUSIVE_PIXELS`.
       categories: the source of Table 1's rows (`categories.SOURCES`).
+      bootstrap_resamples: resamples of the patient bootstrap of the 95%
+        intervals (`intervals`); 0 leaves the intervals out.
+      bootstrap_seed: its seed.
     """
 
     dataset: str
@@ -131,6 +136,8 @@ class EvalSettings(NamedTuple):
     froc_box_padding_px: float = 5.0
     iou_convention: str = matching.CONTINUOUS
     categories: str = "none"
+    bootstrap_resamples: int = 2000
+    bootstrap_seed: int = 0
 
 
 class Evaluation(NamedTuple):
@@ -138,6 +145,7 @@ class Evaluation(NamedTuple):
     curves: Dict[str, object]
     groundtruth: Dict[str, object]
     results: List[Dict[str, object]]
+    image_scores: intervals.ImageScores
 
 
 def evaluate(truths: Sequence[records.ImageTruth],
@@ -152,8 +160,12 @@ def evaluate(truths: Sequence[records.ImageTruth],
       An `Evaluation` whose `metrics` hold `detection_accuracy`,
       `accuracy_by_iou`, `per_category` (Table 1 rows; one `overall` row when
       `categories` is None), `froc`, `ap50`, `num_images`, `num_lesions`,
-      `num_noisy_lesions`, `num_detections`, `latency_ms_per_image`,
-      `unbookmarked` (None without synthetic truth) and `settings`.
+      `num_noisy_lesions`, `num_detections`, `num_patients`,
+      `latency_ms_per_image`, `unbookmarked` (None without synthetic truth),
+      `settings`, and `intervals`: `{metric: {"value", "interval", "method"}}`
+      by patient bootstrap (`intervals.bootstrap`; None when
+      `settings.bootstrap_resamples` is 0), whose `category/<name>` entries
+      also stand in their `per_category` rows as `interval`.
     """
     if categories is None:
         categories = categories_lib.Categories("none", (), {})
@@ -178,6 +190,7 @@ def evaluate(truths: Sequence[records.ImageTruth],
         "num_lesions": int(sum(len(t.lesion_ids) for t in truths)),
         "num_noisy_lesions": int(sum(np.sum(t.noisy) for t in truths)),
         "num_detections": len(results),
+        "num_patients": len({records.patient_id(t) for t in truths}),
         "latency_ms_per_image": latency_ms_per_image,
         "unbookmarked": None,
         "settings": dict(settings._asdict()),
@@ -186,6 +199,17 @@ def evaluate(truths: Sequence[records.ImageTruth],
         metrics["unbookmarked"] = unbookmarked_lib.unbookmarked_metrics(
             truths, detections, unbookmarked, box_padding_px=settings.box_padding_px,
             iou_convention=settings.iou_convention)
+    scores = intervals.image_scores(truths, ious, categories, froc, coco)
+    metrics["intervals"] = None
+    if settings.bootstrap_resamples:
+        estimates = intervals.bootstrap([scores], resamples=settings.bootstrap_resamples,
+                                        seed=settings.bootstrap_seed)
+        metrics["intervals"] = estimates
+        for row in metrics["per_category"]:
+            if row["cluster"] is not None:
+                row["interval"] = estimates[intervals.category_metric(row["name"])]["interval"]
+            else:
+                row["interval"] = estimates["detection_accuracy"]["interval"]
     curves = {"froc": {"fps_per_image": froc.curve.fps_per_image.tolist(),
                        "sensitivity": froc.curve.sensitivity.tolist()},
               "precision_recall": {"recall": coco.recall.tolist(),
@@ -193,7 +217,7 @@ def evaluate(truths: Sequence[records.ImageTruth],
     logging.info("Accuracy %.4f, AP@0.5 %.4f, FROC %s on %d images",
                  metrics["detection_accuracy"], coco.ap50,
                  metrics["froc"]["sensitivity_at_fp"], len(truths))
-    return Evaluation(metrics, curves, groundtruth, results)
+    return Evaluation(metrics, curves, groundtruth, results, scores)
 
 
 def _write_json(path: str, value) -> None:
@@ -212,6 +236,8 @@ def write_outputs(output_dir: str, evaluation: Evaluation, *, model_name: str,
     _write_json(os.path.join(output_dir, CURVES_FILE), evaluation.curves)
     _write_json(os.path.join(output_dir, GROUNDTRUTH_FILE), evaluation.groundtruth)
     _write_json(os.path.join(output_dir, DETECTIONS_FILE), evaluation.results)
+    intervals.save_image_scores(os.path.join(output_dir, intervals.SCORES_FILE),
+                                evaluation.image_scores)
     pr = evaluation.curves["precision_recall"]
     figures.plot_accuracy_by_iou({model_name: evaluation.metrics["accuracy_by_iou"]},
                                  os.path.join(output_dir, "accuracy_by_iou.png"))
@@ -254,8 +280,16 @@ def draw_qualitative(output_dir: str, truths: Sequence[records.ImageTruth],
     return paths
 
 
-def write_comparison(eval_dirs: Sequence[str], names: Sequence[str], output_dir: str) -> str:
-    """`report.md` and figures comparing earlier evaluations side by side (Table 1).
+def write_comparison(eval_dirs: Sequence[str], names: Sequence[str], output_dir: str, *,
+                     resamples: int = 2000, seed: int = 0) -> str:
+    """`report.md`, `comparison.json` and figures comparing earlier evaluations (Table 1).
+
+    Each model after the first is compared with the first on the same images:
+    the paired difference of every metric with its patient-bootstrap interval
+    and permutation p-value (`intervals.compare`, `resamples` each).
+    `comparison.json` holds `{"names", "models": [{metric: estimate}],
+    "differences": [{metric: estimate with p_value}]}` (model k minus model 0;
+    `differences[k - 1]`).
 
     Returns:
       The report's path.
@@ -286,9 +320,19 @@ def write_comparison(eval_dirs: Sequence[str], names: Sequence[str], output_dir:
     figures.plot_precision_recall(
         {n: (c["precision_recall"]["recall"], c["precision_recall"]["precision"])
          for n, c in zip(names, curves)}, os.path.join(output_dir, "precision_recall.png"))
+    scores = [intervals.load_image_scores(d) for d in eval_dirs]
+    comparisons = [intervals.compare([scores[0]], [other], resamples=resamples, seed=seed)
+                   for other in scores[1:]]
+    comparison = {"names": list(names), "reference": names[0],
+                  "models": ([comparisons[0].a] if comparisons else []) +
+                            [c.b for c in comparisons],
+                  "differences": [c.difference for c in comparisons],
+                  "resamples": resamples, "seed": seed}
+    _write_json(os.path.join(output_dir, COMPARISON_FILE), comparison)
     text = report_lib.render(list(zip(names, runs)),
                              {"accuracy_by_iou": "accuracy_by_iou.png",
-                              "precision_recall": "precision_recall.png"})
+                              "precision_recall": "precision_recall.png"},
+                             comparison=comparison)
     path = os.path.join(output_dir, REPORT_FILE)
     with open(path, "w") as f:
         f.write(text)
