@@ -2,11 +2,12 @@
 """The paper's claim, measured: does the multi-class detector beat the single-class one?
 
     python benchmarks/bench_multi_vs_single.py --work_dir=DIR [--seeds=0,1,2]
-        [--dataset=deeplesion/synthetic_benchmark] [--phase=all|train]
+        [--dataset=deeplesion/synthetic_benchmark] [--data_dir=TFDS_DATA_DIR]
+        [--phase=all|train]
 
 Steps, each skipped when its result is already in `--work_dir` (a re-run resumes):
   1. `tfds build` of `--dataset` (default the benchmark config: 500 patients,
-     about 250 test key slices) into `DIR/tensorflow_datasets`;
+     about 250 test key slices) into `--data_dir` (default `DIR/tensorflow_datasets`);
   2. the categorizer (configs/categorize_quickstart.flags) with `--categorizer_k`
      clusters (default 5, the number of planted categories: how k is chosen is
      the categorizer's question, not this one's); the clusters are named from
@@ -14,7 +15,7 @@ Steps, each skipped when its result is already in `--work_dir` (a re-run resumes
   3. for every seed, the CPU quickstart preset (configs/quickstart.flags)
      trained twice with `--seed`: single-class and multi-class (the clusters as
      classes);
-  4. `bin/evaluate_detector` of each run on the test split, with 95% intervals
+  4. `bin/evaluate_detector` of each run on `--split` (test), with 95% intervals
      by bootstrap over patients;
   5. per seed, the paired comparison (`--compare`); then over all seeds the
      mean paired difference multi - single with its patient-bootstrap interval
@@ -57,7 +58,9 @@ def _run(name, command, done=None):
     return time.time() - started
 
 
-def _truth_csv(data_dir, dataset):
+def _truth_csv(data_dir, dataset, given):
+    if given:
+        return given
     import tensorflow_datasets as tfds
 
     import tfds_deeplesion  # noqa: F401  Registers `deeplesion`.
@@ -88,7 +91,7 @@ def _prepare(args, data_dir):
     from deeplesion_tf.categorize import naming
 
     pseudo_labels = os.path.join(categorize_dir, "pseudo_labels.csv")
-    truth = _truth_csv(data_dir, args.dataset)
+    truth = _truth_csv(data_dir, args.dataset, args.truth_csv)
     clusters = {k: int(v) for k, v in
                 naming.read_column(pseudo_labels, "lesion_id", "cluster").items()}
     planted = naming.read_column(truth, "lesion_id", "short_name")
@@ -136,7 +139,8 @@ def _evaluate(args, data_dir):
             seconds[f"evaluate_{arm}_seed{seed}"] = _run(
                 f"evaluate {arm} seed {seed}", _bin("evaluate_detector") + [
                     f"--model_dir={_model_dir(args, arm, seed)}", f"--data_dir={data_dir}",
-                    f"--dataset={args.dataset}", "--split=test", "--categories=truth",
+                    f"--dataset={args.dataset}", f"--split={args.split}", "--categories=truth",
+                    f"--truth_csv={_truth_csv(data_dir, args.dataset, args.truth_csv)}",
                     f"--name={arm}-class seed {seed}", f"--output_dir={out}",
                     f"--bootstrap_resamples={args.resamples}", "--num_figures=4"],
                 done=os.path.join(out, "metrics.json"))
@@ -147,11 +151,15 @@ def _fmt(value, interval):
     return f"{100 * value:.1f} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
 
+def _p(estimate):
+    return "-" if estimate.get("p_value") is None else f"{estimate['p_value']:.3f}"
+
+
 def _markdown(verdict):
     """The tables for BENCHMARKS.md."""
     from deeplesion_tf.evaluation import report
 
-    lines = [f"Dataset `{verdict['dataset']}` test split: {verdict['num_images']} key slices of "
+    lines = [f"Dataset `{verdict['dataset']}` {verdict['split']} split: {verdict['num_images']} key slices of "
              f"{verdict['num_patients']} patients; seeds {', '.join(map(str, verdict['seeds']))}; "
              f"categorizer k = {verdict['categorizer']['k']} (purity "
              f"{verdict['categorizer']['purity']:.3f}, NMI {verdict['categorizer']['nmi']:.3f}); "
@@ -163,7 +171,7 @@ def _markdown(verdict):
             s, m, d = row["single"][metric], row["multi"][metric], row["difference"][metric]
             lines.append(f"| {row['seed']} | {metric} | {_fmt(s['value'], s['interval'])} | "
                          f"{_fmt(m['value'], m['interval'])} | "
-                         f"{report.difference_cell(d)} | {d['p_value']:.3f} |")
+                         f"{report.difference_cell(d)} | {_p(d)} |")
     lines += ["", "Pooled over seeds (each seed's paired difference on the same bootstrap "
               "resample of patients, averaged):", "",
               "| metric | single-class, mean of seeds | multi-class, mean of seeds | "
@@ -175,7 +183,7 @@ def _markdown(verdict):
         lines.append(f"| {metric} | {_fmt(p['single']['value'], p['single']['interval'])} | "
                      f"{_fmt(p['multi']['value'], p['multi']['interval'])} | "
                      f"{report.difference_cell(p['difference'])} | "
-                     f"{p['difference']['p_value']:.3f} | {seeds} | {p['verdict']} |")
+                     f"{_p(p['difference'])} | {seeds} | {p['verdict']} |")
     lines += ["", "Table 1 (top-1 accuracy per planted category, mean of seeds, pooled "
               "interval):", "", "| category | images | single-class | multi-class | "
               "multi - single (points) |", "|---|---|---|---|---|"]
@@ -209,7 +217,7 @@ def _verdict(args, dirs, categorizer):
                                resamples=args.resamples, seed=args.bootstrap_seed)
     first = scores["single", args.seeds[0]]
     verdict = {
-        "dataset": args.dataset, "seeds": args.seeds, "resamples": args.resamples,
+        "dataset": args.dataset, "split": args.split, "seeds": args.seeds, "resamples": args.resamples,
         "num_images": first.num_images, "num_patients": first.num_patients,
         "categorizer": categorizer, "metrics": list(intervals.SUMMARY_METRICS),
         "per_seed": per_seed, "pooled": {}, "table1": []}
@@ -232,6 +240,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", required=True)
     parser.add_argument("--dataset", default="deeplesion/synthetic_benchmark")
+    parser.add_argument("--data_dir", default=None,
+                        help="TFDS data dir (default WORK_DIR/tensorflow_datasets)")
+    parser.add_argument("--truth_csv", default=None,
+                        help="truth.csv of the PACS (default: the synthetic build's)")
+    parser.add_argument("--split", default="test")
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--steps", type=int, default=None, help="Detector steps (the preset's).")
     parser.add_argument("--categorizer_k", type=int, default=5)
@@ -242,7 +255,7 @@ def main():
     if len(args.seeds) < 1:
         parser.error("--seeds: at least one")
     started = time.time()
-    data_dir = os.path.join(args.work_dir, "tensorflow_datasets")
+    data_dir = args.data_dir or os.path.join(args.work_dir, "tensorflow_datasets")
     os.makedirs(args.work_dir, exist_ok=True)
     pseudo_labels, names_csv, categorizer, seconds = _prepare(args, data_dir)
     seconds.update(_train(args, data_dir, pseudo_labels, names_csv))

@@ -137,3 +137,41 @@ def test_gpu_check_smoke_on_cpu_writes_timings_and_finite_losses(tmp_path):
         assert set(losses) == {"rpn_class", "rpn_box", "rcnn_class", "rcnn_box", "rpn_recall"}
         assert all(math.isfinite(float(v)) and float(v) >= 0 for v in losses.values())
     assert "Result: all steps passed." in report
+
+
+@pytest.mark.slow
+def test_bench_multi_vs_single_end_to_end_on_the_dummy_pacs(dummy_pacs_data_dir, tmp_path):
+    # A smoke run (2 steps, one seed) on the dummy PACS's train split, several patients:
+    # every step runs, and the pooled figures are the evaluations' own.
+    import csv
+    import json
+
+    truth = REPO_ROOT / "tfds_deeplesion" / "deeplesion" / "dummy_data" / "truth.csv"
+    work = tmp_path / "work"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "bench_multi_vs_single.py"),
+         f"--work_dir={work}", f"--data_dir={dummy_pacs_data_dir}", "--dataset=deeplesion/pacs",
+         f"--truth_csv={truth}", "--split=train", "--seeds=3", "--steps=2",
+         "--categorizer_k=2", "--resamples=100"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    verdict = json.loads((work / "verdict.json").read_text())
+    assert verdict["seeds"] == [3] and verdict["categorizer"]["k"] == 2
+    assert verdict["num_patients"] >= 3
+    for arm in ("single", "multi"):
+        metrics = json.loads((work / f"eval_{arm}_seed3" / "metrics.json").read_text())
+        assert "--seed=3" in (work / f"detector_{arm}_seed3" / "flags.txt").read_text()
+        pooled = verdict["pooled"]["detection_accuracy"][arm]
+        assert pooled["value"] == metrics["detection_accuracy"]
+        assert pooled["interval"] == metrics["intervals"]["detection_accuracy"]["interval"]
+    one_seed = verdict["per_seed"][0]["difference"]["detection_accuracy"]["value"]
+    assert verdict["pooled"]["detection_accuracy"]["difference"]["value"] == one_seed
+    # Table 1's sizes: the train split's images holding each planted category.
+    with open(truth, newline="") as f:
+        names = {r["lesion_id"]: r["category_name"] for r in csv.DictReader(f)}
+    gt = json.loads((work / "eval_single_seed3" / "groundtruth.json").read_text())
+    per_image = {}
+    for a in gt["annotations"]:
+        per_image.setdefault(a["image_id"], set()).add(names[a["lesion_id"]])
+    for row in verdict["table1"]:
+        assert row["size"] == sum(row["name"] in c for c in per_image.values()), row["name"]
+    assert "| detection_accuracy |" in result.stdout and "undecided at this size" in result.stdout
