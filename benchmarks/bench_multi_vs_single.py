@@ -159,7 +159,8 @@ def _markdown(verdict):
     """The tables for BENCHMARKS.md."""
     from deeplesion_tf.evaluation import report
 
-    lines = [f"Dataset `{verdict['dataset']}` {verdict['split']} split: {verdict['num_images']} key slices of "
+    lines = [f"Dataset `{verdict['dataset']}` {verdict['split']} split: "
+             f"{verdict['num_images']} key slices of "
              f"{verdict['num_patients']} patients; seeds {', '.join(map(str, verdict['seeds']))}; "
              f"categorizer k = {verdict['categorizer']['k']} (purity "
              f"{verdict['categorizer']['purity']:.3f}, NMI {verdict['categorizer']['nmi']:.3f}); "
@@ -217,7 +218,8 @@ def _verdict(args, dirs, categorizer):
                                resamples=args.resamples, seed=args.bootstrap_seed)
     first = scores["single", args.seeds[0]]
     verdict = {
-        "dataset": args.dataset, "split": args.split, "seeds": args.seeds, "resamples": args.resamples,
+        "dataset": args.dataset, "split": args.split, "seeds": args.seeds,
+        "resamples": args.resamples,
         "num_images": first.num_images, "num_patients": first.num_patients,
         "categorizer": categorizer, "metrics": list(intervals.SUMMARY_METRICS),
         "per_seed": per_seed, "pooled": {}, "table1": []}
@@ -265,7 +267,8 @@ def main():
     seconds.update(evaluate_seconds)
     verdict = _verdict(args, dirs, categorizer)
     verdict["seconds"] = seconds
-    verdict["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    verdict["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, "
+                          f"Python {platform.python_version()}")
     with open(os.path.join(args.work_dir, "verdict.json"), "w") as f:
         json.dump(verdict, f, indent=1)
     print(_markdown(verdict))

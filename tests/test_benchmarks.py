@@ -85,7 +85,7 @@ def test_run_all_rejects_unknown_names_listing_the_valid_ones(tmp_path):
     assert result.returncode != 0
     assert "nonsense" in result.stderr
     for name in ("synthetic_pacs", "tfds_build", "pipelines", "kmeans", "categorizer",
-                 "detector", "serving", "quickstart"):
+                 "detector", "serving", "quickstart", "multi_vs_single"):
         assert name in result.stderr
     assert not (tmp_path / "r.md").exists()
 

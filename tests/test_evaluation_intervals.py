@@ -184,7 +184,8 @@ def test_a_better_model_is_found_better_and_seeds_pool():
     single = intervals.compare([worse], [good], resamples=500, seed=0).difference
     assert single["detection_accuracy"]["interval"][0] > 0
     assert single["detection_accuracy"]["p_value"] < 0.01
-    assert intervals.verdict_words(single["froc_mean_0.5_to_4"], "good better", "worse better") == "good better"
+    froc = single["froc_mean_0.5_to_4"]
+    assert intervals.verdict_words(froc, "good better", "worse better") == "good better"
     # Two "seeds" per group: the pooled difference is the mean of the per-seed ones.
     pooled = intervals.compare([worse, good], [good, good], resamples=500, seed=0).difference
     assert pooled["detection_accuracy"]["value"] == pytest.approx(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
 
@@ -156,8 +157,6 @@ def save_image_scores(path: str, scores: ImageScores) -> None:
 
 def load_image_scores(directory: str) -> ImageScores:
     """The `ImageScores` that `runner.write_outputs` saved in an evaluation directory."""
-    import os
-
     with np.load(os.path.join(directory, SCORES_FILE)) as data:
         return ImageScores(**{name: data[name] for name in ImageScores._fields})
 
@@ -410,8 +409,11 @@ def _joined(first: ImageScores, second: ImageScores) -> ImageScores:
         first.froc_image, second.froc_image, first.froc_scores, second.froc_scores,
         (first.froc_false_positive, second.froc_false_positive),
         (first.froc_new_hits, second.froc_new_hits))
-    # pycocotools pools in image order: keep it (no re-sort here; `_ap50` sorts).
-    both = lambda x, y: np.concatenate([x, y], axis=-1)  # noqa: E731
+
+    def both(x, y):
+        return np.concatenate([x, y], axis=-1)
+
+    # pycocotools pools in image order: kept (`_ap50` sorts by score itself).
     return ImageScores(
         file_names=both(first.file_names, second.file_names),
         patients=both(first.patients, second.patients + shift_p),
