@@ -98,7 +98,7 @@ def test_metrics_and_report(evaluated):
     report = (evaluated / "eval" / "report.md").read_text()
     assert f"| tiny | 3 | {100 * metrics['detection_accuracy']:.2f} |" in report
     assert f"{100 * metrics['ap50']:.2f}" in report
-    for png in ["accuracy_by_iou.png", "precision_recall.png", "detections/00001.png"]:
+    for png in ["accuracy_by_iou.png", "precision_recall.png", "froc.png", "detections/00001.png"]:
         assert (evaluated / "eval" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert f"]({png})" in report
 

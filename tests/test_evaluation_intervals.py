@@ -69,6 +69,8 @@ def test_weighted_metrics_with_unit_weights_are_the_point_estimates():
     assert values["froc_mean_0.5_to_16"][0] == pytest.approx(m["froc"]["mean_0.5_to_16"])
     for row in m["per_category"][:-1]:
         assert values[intervals.category_metric(row["name"])][0] == pytest.approx(row["accuracy"])
+    for name, threshold in zip(intervals.ACCURACY_BY_IOU_METRICS, m["accuracy_by_iou"]):
+        assert values[name][0] == pytest.approx(m["accuracy_by_iou"][threshold])
     assert 0.2 < m["detection_accuracy"] < 0.9 and 0.1 < m["ap50"] < 0.9  # not a trivial case
 
 
@@ -96,6 +98,8 @@ def test_a_resample_as_weights_equals_the_metrics_of_the_duplicated_images(seed)
         assert values[key][0] == pytest.approx(expected["froc"]["sensitivity_at_fp"][rate])
     for row in expected["per_category"][:-1]:
         assert values[intervals.category_metric(row["name"])][0] == pytest.approx(row["accuracy"])
+    for name, threshold in zip(intervals.ACCURACY_BY_IOU_METRICS, expected["accuracy_by_iou"]):
+        assert values[name][0] == pytest.approx(expected["accuracy_by_iou"][threshold])
 
 
 def _accuracy_scores(correct, patients):
@@ -104,7 +108,9 @@ def _accuracy_scores(correct, patients):
     none = np.zeros([0], np.int64)
     return intervals.ImageScores(
         file_names=np.array([f"image{k}" for k in range(n)]), patients=np.asarray(patients),
-        top1_correct=np.asarray(correct, bool), category_names=np.array([], str),
+        top1_correct=np.asarray(correct, bool),
+        top1_iou=np.where(np.asarray(correct, bool), 0.75, 0.0),
+        category_names=np.array([], str),
         category_member=np.zeros([0, n], bool), category_correct=np.zeros([0, n], bool),
         froc_image=none, froc_scores=np.zeros([0]), froc_false_positive=np.zeros([0], bool),
         froc_new_hits=none, froc_lesions=np.zeros([n], np.int64),

@@ -34,16 +34,59 @@ def _save(figure: Figure, path: str) -> None:
     figure.savefig(path, dpi=100, bbox_inches="tight")
 
 
-def plot_accuracy_by_iou(curves: Mapping[str, Mapping[str, float]], path: str) -> None:
-    """Fig. 5a: `{model: {"0.1": accuracy, ...}}` -> a PNG."""
+Band = Tuple[Sequence[float], Sequence[float]]  # low, high at each point of a curve
+
+
+def _band(axes, x, band: Optional[Band], line) -> None:
+    """The 95% interval around a curve, shaded in its colour."""
+    if band is None:
+        return
+    low, high = (np.asarray(v, np.float64) * 100.0 for v in band)
+    axes.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def plot_accuracy_by_iou(curves: Mapping[str, Mapping[str, float]], path: str,
+                         bands: Optional[Mapping[str, Band]] = None) -> None:
+    """Fig. 5a: `{model: {"0.1": accuracy, ...}}` -> a PNG, with `{model: band}` shaded."""
     figure = Figure(figsize=(5, 4))
     axes = figure.add_subplot()
     for name, curve in curves.items():
         thresholds = [float(t) for t in curve]
-        axes.plot(thresholds, [100.0 * v for v in curve.values()], marker="o", label=name)
+        (line,) = axes.plot(thresholds, [100.0 * v for v in curve.values()], marker="o",
+                            label=name)
+        _band(axes, thresholds, (bands or {}).get(name), line)
     axes.set(xlabel="IoU threshold", ylabel="Detection accuracy (%)", ylim=(0, 100),
-             title="Top-1 detection accuracy over IoU")
+             title="Top-1 detection accuracy over IoU" + (" (95% intervals)" if bands else ""))
     axes.grid(True, alpha=0.3)
+    axes.legend()
+    _save(figure, path)
+
+
+def plot_froc(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], path: str,
+              points: Optional[Mapping[str, Tuple[Sequence[float], Sequence[float], Band]]] = None
+              ) -> None:
+    """The FROC: `{model: (FPs per image [P], sensitivity [P])}` -> a PNG (log FP axis).
+
+    `points`: `{model: (rates, sensitivities, (low, high))}`, drawn as the
+    sensitivities at the rates with their 95% intervals as error bars.
+    """
+    figure = Figure(figsize=(5, 4))
+    axes = figure.add_subplot()
+    for name, (fps, sensitivity) in curves.items():
+        fps, sensitivity = np.asarray(fps, np.float64), np.asarray(sensitivity, np.float64)
+        shown = fps > 0  # the log axis starts after the first false positive
+        (line,) = axes.step(fps[shown], 100.0 * sensitivity[shown], where="post", label=name)
+        if points and name in points:
+            rates, values, (low, high) = points[name]
+            values = 100.0 * np.asarray(values, np.float64)
+            error = np.stack([values - 100.0 * np.asarray(low, np.float64),
+                              100.0 * np.asarray(high, np.float64) - values])
+            axes.errorbar(rates, values, yerr=error, fmt="o", color=line.get_color(), capsize=3)
+    axes.set_xscale("log")
+    axes.set(xlabel="False positives per image", ylabel="Sensitivity (%)", ylim=(0, 100),
+             xlim=(0.1, 32), title="FROC (official rule)" + (" with 95% intervals"
+                                                             if points else ""))
+    axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     _save(figure, path)
 

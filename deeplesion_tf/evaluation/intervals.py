@@ -53,6 +53,8 @@ SCORES_FILE = "image_scores.npz"
 FROC_METRICS = tuple(f"froc_{r:g}" for r in froc_lib.FP_RATES)
 SUMMARY_METRICS = ("detection_accuracy", "ap50") + FROC_METRICS + (
     "froc_mean_0.5_to_4", "froc_mean_0.5_to_16")
+# Fig. 5a's points: accuracy with the top-1 IoU above each threshold.
+ACCURACY_BY_IOU_METRICS = tuple(f"accuracy_iou_{t:g}" for t in accuracy.ACCURACY_IOU_THRESHOLDS)
 _CATEGORY_PREFIX = "category/"
 _LOW_RATES = np.array([r <= 4.0 for r in froc_lib.FP_RATES])
 
@@ -69,6 +71,7 @@ class ImageScores(NamedTuple):
       file_names: `[I]` str, `records.ImageTruth.file_name` (to pair models).
       patients: `[I]` int, the image's patient (0..patients - 1).
       top1_correct: `[I]` bool.
+      top1_iou: `[I]` float, the top-1 box's best IoU with the image's lesions.
       category_names: `[C]` str, Table 1's rows without `overall`.
       category_member: `[C, I]` bool, the image holds a lesion of the row.
       category_correct: `[C, I]` bool, its top-1 box hits one of them.
@@ -84,6 +87,7 @@ class ImageScores(NamedTuple):
     file_names: np.ndarray
     patients: np.ndarray
     top1_correct: np.ndarray
+    top1_iou: np.ndarray
     category_names: np.ndarray
     category_member: np.ndarray
     category_correct: np.ndarray
@@ -138,6 +142,7 @@ def image_scores(truths: Sequence[records.ImageTruth], top1_ious: Sequence[np.nd
         file_names=np.array([t.file_name for t in truths], str),
         patients=np.array([patient_index[records.patient_id(t)] for t in truths], np.int64),
         top1_correct=np.array([bool(np.any(iou > iou_threshold)) for iou in top1_ious], bool),
+        top1_iou=np.array([float(np.max(iou, initial=0.0)) for iou in top1_ious], np.float64),
         category_names=np.array([name for _, name in categories.rows], str),
         category_member=hits.member, category_correct=hits.correct,
         froc_image=scored[froc.outcomes.image],
@@ -217,18 +222,20 @@ def _ap50(s: ImageScores, weights: np.ndarray) -> np.ndarray:
 def weighted_metrics(s: ImageScores, weights: np.ndarray) -> Dict[str, np.ndarray]:
     """Every metric of `s` with images weighted by `weights` `[B, I]`: `{name: [B]}`.
 
-    Names: `SUMMARY_METRICS`, then `category_metric(name)` per Table 1 row.
-    NaN where a resample has no image for a metric.
+    Names: `SUMMARY_METRICS`, `category_metric(name)` per Table 1 row, then
+    `ACCURACY_BY_IOU_METRICS`. NaN where a resample has no image for a metric.
     """
     weights = np.asarray(weights, np.float64)
-    values = {"detection_accuracy": _ratio(weights @ s.top1_correct.astype(np.float64),
-                                           weights.sum(axis=1)),
+    images = weights.sum(axis=1)
+    values = {"detection_accuracy": _ratio(weights @ s.top1_correct.astype(np.float64), images),
               "ap50": _ap50(s, weights)}
     values.update(zip(FROC_METRICS + ("froc_mean_0.5_to_4", "froc_mean_0.5_to_16"),
                       _froc(s, weights)))
     for name, member, correct in zip(s.category_names, s.category_member, s.category_correct):
         values[category_metric(str(name))] = _ratio(
             weights @ (member & correct).astype(np.float64), weights @ member.astype(np.float64))
+    for name, threshold in zip(ACCURACY_BY_IOU_METRICS, accuracy.ACCURACY_IOU_THRESHOLDS):
+        values[name] = _ratio(weights @ (s.top1_iou > threshold).astype(np.float64), images)
     return values
 
 
@@ -294,7 +301,8 @@ class Comparison(NamedTuple):
 
 
 def _metric_names(s: ImageScores) -> List[str]:
-    return list(SUMMARY_METRICS) + [category_metric(str(n)) for n in s.category_names]
+    return (list(SUMMARY_METRICS) + [category_metric(str(n)) for n in s.category_names]
+            + list(ACCURACY_BY_IOU_METRICS))
 
 
 def _mean_metrics(group: Sequence[ImageScores], weights: np.ndarray) -> np.ndarray:
@@ -418,6 +426,7 @@ def _joined(first: ImageScores, second: ImageScores) -> ImageScores:
         file_names=both(first.file_names, second.file_names),
         patients=both(first.patients, second.patients + shift_p),
         top1_correct=both(first.top1_correct, second.top1_correct),
+        top1_iou=both(first.top1_iou, second.top1_iou),
         category_names=first.category_names,
         category_member=both(first.category_member, second.category_member),
         category_correct=both(first.category_correct, second.category_correct),

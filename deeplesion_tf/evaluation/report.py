@@ -185,6 +185,8 @@ def render(runs: Sequence[Run], figures: Mapping[str, str],
     if "precision_recall" in figures:
         parts += ["## Precision-recall at IoU 0.5 (Fig. 5b)\n",
                   f"![Precision-recall]({figures['precision_recall']})\n"]
+    if "froc" in figures:
+        parts += ["## FROC\n", f"![FROC]({figures['froc']})\n"]
     section = unbookmarked_section(runs)
     if section:
         parts.append(section)

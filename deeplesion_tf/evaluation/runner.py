@@ -12,7 +12,9 @@ Outputs of `write_outputs` in `output_dir`:
   curves.json        the FROC and precision-recall curves
   groundtruth.json   COCO ground truth (`coco_format`)
   detections.json    COCO results
-  accuracy_by_iou.png, precision_recall.png, detections/<image_id>.png
+  image_scores.npz   the per-image outcomes the intervals resample (`intervals`)
+  accuracy_by_iou.png, precision_recall.png, froc.png (95% intervals where
+                     there are), detections/<image_id>.png
   report.md
 """
 
@@ -47,6 +49,9 @@ GROUNDTRUTH_FILE = "groundtruth.json"
 DETECTIONS_FILE = "detections.json"
 REPORT_FILE = "report.md"
 COMPARISON_FILE = "comparison.json"
+# The figures of `write_outputs` and `write_comparison`, relative to the report.
+FIGURES = {"accuracy_by_iou": "accuracy_by_iou.png", "precision_recall": "precision_recall.png",
+           "froc": "froc.png"}
 
 
 def keras_predictor(model: tf.keras.Model) -> Predictor:
@@ -238,20 +243,37 @@ def write_outputs(output_dir: str, evaluation: Evaluation, *, model_name: str,
     _write_json(os.path.join(output_dir, DETECTIONS_FILE), evaluation.results)
     intervals.save_image_scores(os.path.join(output_dir, intervals.SCORES_FILE),
                                 evaluation.image_scores)
-    pr = evaluation.curves["precision_recall"]
-    figures.plot_accuracy_by_iou({model_name: evaluation.metrics["accuracy_by_iou"]},
-                                 os.path.join(output_dir, "accuracy_by_iou.png"))
-    figures.plot_precision_recall({model_name: (pr["recall"], pr["precision"])},
-                                  os.path.join(output_dir, "precision_recall.png"))
+    _plot_curves(output_dir, [model_name], [evaluation.metrics], [evaluation.curves])
     qualitative = draw_qualitative(output_dir, truths, detections, slices, class_names, window,
                                    evaluation.metrics["settings"]["box_padding_px"],
                                    figure_score_threshold)
-    text = report_lib.render([(model_name, evaluation.metrics)],
-                             {"accuracy_by_iou": "accuracy_by_iou.png",
-                              "precision_recall": "precision_recall.png"}, qualitative)
+    text = report_lib.render([(model_name, evaluation.metrics)], FIGURES, qualitative)
     with open(os.path.join(output_dir, REPORT_FILE), "w") as f:
         f.write(text)
     logging.info("Wrote the evaluation to %s", output_dir)
+
+
+def _plot_curves(output_dir: str, names: Sequence[str], runs: Sequence[Mapping],
+                 curves: Sequence[Mapping]) -> None:
+    """`FIGURES` of one model or several, with their 95% intervals where the metrics have them."""
+    bands, points = {}, {}
+    for name, m in zip(names, runs):
+        estimates = m.get("intervals") or {}
+        iou = [estimates.get(k, {}).get("interval") for k in intervals.ACCURACY_BY_IOU_METRICS]
+        if iou and all(iou):
+            bands[name] = ([v[0] for v in iou], [v[1] for v in iou])
+        froc = [estimates.get(k, {}).get("interval") for k in intervals.FROC_METRICS]
+        if froc and all(froc):
+            points[name] = (froc_lib.FP_RATES, list(m["froc"]["sensitivity_at_fp"].values()),
+                            ([v[0] for v in froc], [v[1] for v in froc]))
+    figures.plot_accuracy_by_iou({n: m["accuracy_by_iou"] for n, m in zip(names, runs)},
+                                 os.path.join(output_dir, FIGURES["accuracy_by_iou"]), bands)
+    figures.plot_precision_recall(
+        {n: (c["precision_recall"]["recall"], c["precision_recall"]["precision"])
+         for n, c in zip(names, curves)}, os.path.join(output_dir, FIGURES["precision_recall"]))
+    figures.plot_froc({n: (c["froc"]["fps_per_image"], c["froc"]["sensitivity"])
+                       for n, c in zip(names, curves)},
+                      os.path.join(output_dir, FIGURES["froc"]), points)
 
 
 def draw_qualitative(output_dir: str, truths: Sequence[records.ImageTruth],
@@ -315,11 +337,7 @@ def write_comparison(eval_dirs: Sequence[str], names: Sequence[str], output_dir:
                 or m["num_images"] != first["num_images"]):
             raise ValueError(f"{directory}: other images or category rows than {eval_dirs[0]}")
     os.makedirs(output_dir, exist_ok=True)
-    figures.plot_accuracy_by_iou({n: m["accuracy_by_iou"] for n, m in zip(names, runs)},
-                                 os.path.join(output_dir, "accuracy_by_iou.png"))
-    figures.plot_precision_recall(
-        {n: (c["precision_recall"]["recall"], c["precision_recall"]["precision"])
-         for n, c in zip(names, curves)}, os.path.join(output_dir, "precision_recall.png"))
+    _plot_curves(output_dir, names, runs, curves)
     scores = [intervals.load_image_scores(d) for d in eval_dirs]
     comparisons = [intervals.compare([scores[0]], [other], resamples=resamples, seed=seed)
                    for other in scores[1:]]
@@ -329,10 +347,7 @@ def write_comparison(eval_dirs: Sequence[str], names: Sequence[str], output_dir:
                   "differences": [c.difference for c in comparisons],
                   "resamples": resamples, "seed": seed}
     _write_json(os.path.join(output_dir, COMPARISON_FILE), comparison)
-    text = report_lib.render(list(zip(names, runs)),
-                             {"accuracy_by_iou": "accuracy_by_iou.png",
-                              "precision_recall": "precision_recall.png"},
-                             comparison=comparison)
+    text = report_lib.render(list(zip(names, runs)), FIGURES, comparison=comparison)
     path = os.path.join(output_dir, REPORT_FILE)
     with open(path, "w") as f:
         f.write(text)
