@@ -173,18 +173,29 @@ def _markdown(verdict):
             lines.append(f"| {row['seed']} | {metric} | {_fmt(s['value'], s['interval'])} | "
                          f"{_fmt(m['value'], m['interval'])} | "
                          f"{report.difference_cell(d)} | {_p(d)} |")
-    lines += ["", "Pooled over seeds (each seed's paired difference on the same bootstrap "
-              "resample of patients, averaged):", "",
+    lines += ["", "Pooled over seeds. *Patients*: the mean over seeds of the paired difference, "
+              "every seed scored on the same bootstrap resample of patients (how sure the "
+              "figure is for these runs); *seeds*: Student's t interval over the per-seed "
+              "differences (how sure it is over training runs). A winner only where both "
+              "intervals exclude 0 on its side.", "",
               "| metric | single-class, mean of seeds | multi-class, mean of seeds | "
-              "multi - single (points) | p | per-seed differences | verdict |",
-              "|---|---|---|---|---|---|---|"]
+              "multi - single: patients (points) | p | multi - single: seeds (points) | "
+              "per-seed differences | single-class per seed | multi-class per seed | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for metric in verdict["metrics"]:
         p = verdict["pooled"][metric]
+
+        def listed(values):
+            return ", ".join(f"{100 * v:.1f}" for v in values)
+
         seeds = ", ".join(f"{100 * v:+.1f}" for v in p["per_seed_differences"])
+        over_seeds = report.difference_cell(p["seed_interval"]) if p["seed_interval"] else "-"
         lines.append(f"| {metric} | {_fmt(p['single']['value'], p['single']['interval'])} | "
                      f"{_fmt(p['multi']['value'], p['multi']['interval'])} | "
                      f"{report.difference_cell(p['difference'])} | "
-                     f"{_p(p['difference'])} | {seeds} | {p['verdict']} |")
+                     f"{_p(p['difference'])} | {over_seeds} | {seeds} | "
+                     f"{listed(p['single_per_seed'])} | {listed(p['multi_per_seed'])} | "
+                     f"{p['verdict']} |")
     lines += ["", "Table 1 (top-1 accuracy per planted category, mean of seeds, pooled "
               "interval):", "", "| category | images | single-class | multi-class | "
               "multi - single (points) |", "|---|---|---|---|---|"]
@@ -224,12 +235,16 @@ def _verdict(args, dirs, categorizer):
         "categorizer": categorizer, "metrics": list(intervals.SUMMARY_METRICS),
         "per_seed": per_seed, "pooled": {}, "table1": []}
     for metric in intervals.SUMMARY_METRICS:
+        differences = [r["difference"][metric]["value"] for r in per_seed]
+        over_seeds = intervals.seed_interval(differences)
         verdict["pooled"][metric] = {
             "single": pooled.a[metric], "multi": pooled.b[metric],
-            "difference": pooled.difference[metric],
-            "per_seed_differences": [r["difference"][metric]["value"] for r in per_seed],
-            "verdict": intervals.verdict_words(pooled.difference[metric], "multi-class better",
-                                               "single-class better")}
+            "difference": pooled.difference[metric], "seed_interval": over_seeds,
+            "per_seed_differences": differences,
+            "single_per_seed": [r["single"][metric]["value"] for r in per_seed],
+            "multi_per_seed": [r["multi"][metric]["value"] for r in per_seed],
+            "verdict": intervals.pooled_verdict(pooled.difference[metric], over_seeds,
+                                                "multi-class better", "single-class better")}
     for name, size in first.category_sizes():
         metric = intervals.category_metric(name)
         verdict["table1"].append({"name": name, "size": size, "single": pooled.a[metric],

@@ -256,3 +256,19 @@ def test_under_no_difference_the_paired_interval_holds_0_and_p_is_rarely_small()
         small += d["p_value"] < 0.05
     assert 0.92 <= covered / draws <= 0.98
     assert 0.01 <= small / draws <= 0.09
+
+
+def test_seed_interval_by_hand_and_the_pooled_verdict():
+    # Differences +0.07, -0.09, -0.40: mean -0.14; squared deviations 0.0441 + 0.0025 +
+    # 0.0676 = 0.1142, sd sqrt(0.1142 / 2) = 0.2390; t(0.975, 2 df) = 4.3027, so the
+    # interval is -0.14 +- 4.3027 * 0.2390 / sqrt(3) = -0.14 +- 0.5936.
+    seeds = intervals.seed_interval([0.07, -0.09, -0.40])
+    assert seeds["value"] == pytest.approx(-0.14)
+    assert seeds["sd"] == pytest.approx(0.2390, abs=1e-4)
+    assert seeds["interval"] == pytest.approx([-0.7336, 0.4536], abs=1e-3)
+    assert intervals.seed_interval([0.1]) is None
+    patients = {"value": -0.14, "interval": [-0.17, -0.11]}
+    assert intervals.pooled_verdict(patients, None, "b", "a") == "a"
+    assert intervals.pooled_verdict(patients, seeds, "b", "a") == "undecided at this size"
+    steady = intervals.seed_interval([-0.12, -0.15, -0.13])
+    assert intervals.pooled_verdict(patients, steady, "b", "a") == "a"

@@ -461,6 +461,37 @@ def _permutation_p_values(a: Sequence[ImageScores], b: Sequence[ImageScores],
     return np.atleast_1d(result.pvalue)
 
 
+def seed_interval(differences: Sequence[float], confidence: float = CONFIDENCE) -> Optional[Dict]:
+    """Student's t interval of the mean of per-seed differences (training runs as the unit).
+
+    The patient bootstrap of `compare` holds the seeds fixed: it says how sure the
+    figure is for these training runs, not for the next one. Each seed's paired
+    difference on the same images is one draw of the training's randomness; their
+    t interval (`scipy.stats.ttest_1samp`) says how sure the mean is over runs.
+    None for fewer than two seeds.
+    """
+    values = np.asarray([d for d in differences if d is not None], np.float64)
+    if len(values) < 2:
+        return None
+    if np.all(values == values[0]):
+        return {"value": float(values[0]), "interval": [float(values[0])] * 2,
+                "sd": 0.0, "p_value": 1.0 if values[0] == 0 else None}
+    test = scipy.stats.ttest_1samp(values, 0.0)
+    interval = test.confidence_interval(confidence_level=confidence)
+    return {"value": float(values.mean()), "interval": [float(interval.low), float(interval.high)],
+            "sd": float(values.std(ddof=1)), "p_value": float(test.pvalue)}
+
+
+def pooled_verdict(patients: Mapping, seeds: Optional[Mapping], b_better: str,
+                   a_better: str) -> str:
+    """A winner only when the patient interval and the seed interval agree on its side."""
+    first = verdict_words(patients, b_better, a_better)
+    if seeds is None:
+        return first
+    return first if verdict_words(seeds, b_better, a_better) == first else \
+        "undecided at this size"
+
+
 def verdict_words(difference: Mapping, b_better: str, a_better: str) -> str:
     """`b_better`, `a_better` or "undecided at this size", by the interval of b - a."""
     if difference.get("interval") is None:
