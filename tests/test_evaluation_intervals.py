@@ -269,6 +269,10 @@ def test_seed_interval_by_hand_and_the_pooled_verdict():
     assert intervals.seed_interval([0.1]) is None
     patients = {"value": -0.14, "interval": [-0.17, -0.11]}
     assert intervals.pooled_verdict(patients, None, "b", "a") == "a"
+    # The interval alone says a; a permutation test that does not agree leaves it open.
+    assert intervals.verdict_words(dict(patients, p_value=0.12), "b", "a") == \
+        "undecided at this size"
+    assert intervals.verdict_words(dict(patients, p_value=0.01), "b", "a") == "a"
     assert intervals.pooled_verdict(patients, seeds, "b", "a") == "undecided at this size"
     steady = intervals.seed_interval([-0.12, -0.15, -0.13])
     assert intervals.pooled_verdict(patients, steady, "b", "a") == "a"

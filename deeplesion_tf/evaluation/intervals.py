@@ -492,9 +492,19 @@ def pooled_verdict(patients: Mapping, seeds: Optional[Mapping], b_better: str,
         "undecided at this size"
 
 
-def verdict_words(difference: Mapping, b_better: str, a_better: str) -> str:
-    """`b_better`, `a_better` or "undecided at this size", by the interval of b - a."""
+def verdict_words(difference: Mapping, b_better: str, a_better: str,
+                  confidence: float = CONFIDENCE) -> str:
+    """`b_better`, `a_better` or "undecided at this size", for the difference b - a.
+
+    A winner needs the interval to exclude 0 and, where the difference has a
+    `p_value`, the permutation test to agree (p < 1 - confidence): with few
+    patients a bootstrap interval can be too short (it resamples only the
+    patients there are), and the two can disagree near the edge.
+    """
     if difference.get("interval") is None:
+        return "undecided at this size"
+    p_value = difference.get("p_value")
+    if p_value is not None and p_value >= 1.0 - confidence:
         return "undecided at this size"
     low, high = difference["interval"]
     if low > 0:

@@ -172,7 +172,8 @@ def render(runs: Sequence[Run], figures: Mapping[str, str],
                   f"images, in percentage points: 95% interval by paired bootstrap over "
                   f"patients ({comparison['resamples']} resamples), p two-sided by a "
                   "permutation test that swaps the two models' detections patient by patient. "
-                  "Where the interval holds 0 the verdict is \"undecided at this size\".\n"]
+                  "Where the interval holds 0, or p >= 0.05, the verdict is \"undecided at this "
+                  "size\".\n"]
     parts += [
         "## Per category (Table 1)\n",
         f"Categories: `{settings['categories']}`.\n",
