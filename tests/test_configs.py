@@ -42,7 +42,7 @@ def test_every_preset_is_listed():
 
 @pytest.mark.parametrize("preset", ["paper_single_class.flags", "paper_multi_class.flags"])
 def test_paper_presets_are_the_papers_settings(preset):
-    values = _parse("train_detector", preset, "--model_dir=unused")
+    values = _parse("train_detector", preset, *REQUIRED["train_detector"])
     expected = {"batch_size": "4", "rois_per_image": "32", "momentum": "0.9",
                 "learning_rate": "0.001", "decay_every": "20000", "decay_factor": "0.1",
                 "steps": "60000", "image_size": "512", "anchor_sizes": "['48', '72', '96']",
@@ -52,12 +52,13 @@ def test_paper_presets_are_the_papers_settings(preset):
     assert values["classes"] == ("single" if "single" in preset else "pseudo_labels")
 
 
-REQUIRED = {"train_detector": "--model_dir=unused", "categorize_lesions": "--output_dir=unused",
+REQUIRED = {"train_detector": ("--model_dir=unused", "--data_dir=unused"),
+            "categorize_lesions": "--output_dir=unused",
             "make_synthetic_pacs": "--output_dir=unused"}
 
 
 def test_other_presets_parse():
-    values = _parse("train_detector", "quickstart.flags", REQUIRED["train_detector"])
+    values = _parse("train_detector", "quickstart.flags", *REQUIRED["train_detector"])
     assert values["dataset"] == "deeplesion/synthetic" and values["image_size"] == "256"
     for preset in ("categorize_quickstart.flags", "synthetic_pacs.flags"):
         binary = PRESETS[preset]

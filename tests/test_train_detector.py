@@ -124,3 +124,25 @@ def test_mixed_precision_trains_with_finite_losses(dummy_pacs_data_dir, tmp_path
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Done at step 2: rpn_class_loss" in result.stderr
     assert tf.train.latest_checkpoint(str(tmp_path / policy)).endswith("ckpt-2")
+
+
+@pytest.mark.parametrize("bad,named", [
+    (["--steps=0"], "--steps"), (["--batch_size=0"], "--batch_size"),
+    (["--window=240,-160"], "--window"), (["--window=soft"], "--window"),
+    (["--split=nosuch"], "nosuch"), (["--dataset=deeplesion/synthetic_benchmark"], "not built"),
+])
+def test_bad_flags_fail_before_anything_is_written(dummy_pacs_data_dir, tmp_path, bad, named):
+    model_dir = tmp_path / "model"
+    result = _train(dummy_pacs_data_dir, model_dir, 5, *bad)
+    assert result.returncode != 0
+    assert named in result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not model_dir.exists()
+
+
+def test_data_dir_is_required(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bin" / "train_detector"),
+         f"--model_dir={tmp_path / 'model'}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "--data_dir" in result.stderr
+    assert not (tmp_path / "model").exists()
