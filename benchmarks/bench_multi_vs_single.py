@@ -104,7 +104,7 @@ def _prepare(args, data_dir):
         "purity": agreement.purity([planted[i] for i in ids], [clusters[i] for i in ids]),
         "nmi": agreement.nmi([planted[i] for i in ids], [clusters[i] for i in ids]),
         "names": {str(k): v for k, v in sorted(names.items())}}
-    return pseudo_labels, names_csv, categorizer, seconds
+    return pseudo_labels, names_csv, truth, categorizer, seconds
 
 
 def _model_dir(args, arm, seed):
@@ -129,7 +129,7 @@ def _train(args, data_dir, pseudo_labels, names_csv):
     return seconds
 
 
-def _evaluate(args, data_dir):
+def _evaluate(args, data_dir, truth_csv):
     """Step 4. Returns {(arm, seed): evaluation dir} and the seconds taken."""
     dirs, seconds = {}, {}
     for seed in args.seeds:
@@ -140,7 +140,7 @@ def _evaluate(args, data_dir):
                 f"evaluate {arm} seed {seed}", _bin("evaluate_detector") + [
                     f"--model_dir={_model_dir(args, arm, seed)}", f"--data_dir={data_dir}",
                     f"--dataset={args.dataset}", f"--split={args.split}", "--categories=truth",
-                    f"--truth_csv={_truth_csv(data_dir, args.dataset, args.truth_csv)}",
+                    f"--truth_csv={truth_csv}",
                     f"--name={arm}-class seed {seed}", f"--output_dir={out}",
                     f"--bootstrap_resamples={args.resamples}", "--num_figures=4"],
                 done=os.path.join(out, "metrics.json"))
@@ -274,11 +274,11 @@ def main():
     started = time.time()
     data_dir = args.data_dir or os.path.join(args.work_dir, "tensorflow_datasets")
     os.makedirs(args.work_dir, exist_ok=True)
-    pseudo_labels, names_csv, categorizer, seconds = _prepare(args, data_dir)
+    pseudo_labels, names_csv, truth_csv, categorizer, seconds = _prepare(args, data_dir)
     seconds.update(_train(args, data_dir, pseudo_labels, names_csv))
     if args.phase == "train":
         return
-    dirs, evaluate_seconds = _evaluate(args, data_dir)
+    dirs, evaluate_seconds = _evaluate(args, data_dir, truth_csv)
     seconds.update(evaluate_seconds)
     verdict = _verdict(args, dirs, categorizer)
     verdict["seconds"] = seconds
