@@ -8,6 +8,11 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: spawns processes, trains or searches long; deselect with -m 'not slow'")
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> pathlib.Path:
     """The project's `shared/` folder, beside the checkout (CI lays a copy there)."""

@@ -91,3 +91,18 @@ def test_pooled_block_features_and_standardization_flags(tmp_path_factory):
          f"--output_dir={out}", "--feature_layer=block6"],
         capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "feature_layer" in refused.stderr
+
+
+def test_a_dataset_that_is_not_built_stops_it_before_anything_is_written(tmp_path):
+    out = tmp_path / "never_written"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bin" / "categorize_lesions"),
+         f"--data_dir={tmp_path / 'empty'}", "--dataset=deeplesion/pacs", f"--output_dir={out}"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"deeplesion/pacs is not built in --data_dir={tmp_path / 'empty'}" in result.stderr
+    assert not out.exists() and not (tmp_path / "empty").exists()
+    missing = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bin" / "categorize_lesions"), f"--output_dir={out}"],
+        capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "--data_dir" in missing.stderr and not out.exists()

@@ -53,8 +53,8 @@ def test_paper_presets_are_the_papers_settings(preset):
 
 
 REQUIRED = {"train_detector": ("--model_dir=unused", "--data_dir=unused"),
-            "categorize_lesions": "--output_dir=unused",
-            "make_synthetic_pacs": "--output_dir=unused"}
+            "categorize_lesions": ("--output_dir=unused", "--data_dir=unused"),
+            "make_synthetic_pacs": ("--output_dir=unused",)}
 
 
 def test_other_presets_parse():
@@ -62,4 +62,4 @@ def test_other_presets_parse():
     assert values["dataset"] == "deeplesion/synthetic" and values["image_size"] == "256"
     for preset in ("categorize_quickstart.flags", "synthetic_pacs.flags"):
         binary = PRESETS[preset]
-        assert _parse(binary, preset, REQUIRED[binary])
+        assert _parse(binary, preset, *REQUIRED[binary])

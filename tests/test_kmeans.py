@@ -101,12 +101,25 @@ def test_bad_arguments_raise(blobs):
     features, _ = blobs
     with pytest.raises(ValueError, match="unknown criterion"):
         kmeans.select_k(features, criterion="elbow")
-    with pytest.raises(ValueError, match=r"must be non-empty and lie in \[2, 359\]"):
+    with pytest.raises(ValueError, match=r"candidate k values \[1, 3\] must be non-empty and "
+                       r"at least 2"):
         kmeans.select_k(features, [1, 3])
+    with pytest.raises(ValueError, match=r"must be below the 360 items \(lesions\): at most "
+                       r"k=359"):
+        kmeans.select_k(features, [2, 360])
     with pytest.raises(ValueError, match="non-empty"):
         kmeans.select_k(np.zeros((0, 4)))
-    with pytest.raises(ValueError, match=r"k=0 must lie in \[1, 360\]"):
+    with pytest.raises(ValueError, match=r"k=0 clusters need between 1 and as many items "
+                       r"\(lesions\) as there are; got 360"):
         kmeans.cluster(features, 0)
+
+
+@pytest.mark.parametrize("num_items", [1, 2])
+def test_fewer_lesions_than_a_choice_of_k_needs_says_so(num_items):
+    features = np.random.default_rng(0).normal(size=(num_items, 8))
+    with pytest.raises(ValueError, match=rf"choosing k needs at least 3 items \(lesions\) to "
+                       rf"compare k=2 with more; got {num_items}"):
+        kmeans.select_k(features, [2, 3], pca_dims=None)
 
 
 def test_standardize_weighs_every_feature_alike():

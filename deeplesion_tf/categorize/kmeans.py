@@ -250,8 +250,8 @@ def cluster(features, k: int, seed: int = 0, *, n_init: int = DEFAULT_N_INIT,
     """
     unit, reduced = _prepare(features, pca_dims, seed, normalization)
     if not 1 <= k <= reduced.shape[0]:
-        raise ValueError(f"k={k} must lie in [1, {reduced.shape[0]}] for "
-                         f"{reduced.shape[0]} items")
+        raise ValueError(f"k={k} clusters need between 1 and as many items (lesions) as there "
+                         f"are; got {reduced.shape[0]}")
     labels = _kmeans(reduced, k, seed, n_init)
     return Clustering(labels=labels, centers=_centers(unit, labels, k))
 
@@ -296,9 +296,14 @@ def select_k(features, k_values: Iterable[int] = DEFAULT_K_VALUES, *,
     k_values = sorted(set(int(k) for k in k_values))
     unit, reduced = _prepare(features, pca_dims, seed, normalization)
     num_items = reduced.shape[0]
-    if not k_values or k_values[0] < 2 or k_values[-1] >= num_items:
-        raise ValueError(f"candidate k values {k_values} must be non-empty and lie in "
-                         f"[2, {num_items - 1}] for {num_items} items")
+    if not k_values or k_values[0] < 2:
+        raise ValueError(f"candidate k values {k_values} must be non-empty and at least 2")
+    if num_items < 3:
+        raise ValueError(f"choosing k needs at least 3 items (lesions) to compare k=2 with "
+                         f"more; got {num_items}")
+    if k_values[-1] >= num_items:
+        raise ValueError(f"candidate k values {k_values} must be below the {num_items} items "
+                         f"(lesions): at most k={num_items - 1}")
 
     # One subsample and one distance matrix for every k, so the silhouettes of
     # different k are computed on the same items and the distances only once.

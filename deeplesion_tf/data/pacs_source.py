@@ -13,18 +13,19 @@ folders across processes or Beam workers.
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
-import io
 import math
+import os
 import posixpath
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pydicom
 from etils import epath
 
 from deeplesion_tf.data import bookmarks
+from deeplesion_tf.data import checks
+from deeplesion_tf.data import csv_table
 from deeplesion_tf.data import ct_reader
 from deeplesion_tf.data import deid
 from deeplesion_tf.data import key_slice
@@ -39,7 +40,12 @@ _HEADER_TAGS = ["SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Pati
 _KIND_TO_REASON = {
     ct_reader.NOT_CT: skips.NOT_CT,
     ct_reader.MISSING_TAG: skips.MISSING_TAG,
+    ct_reader.INVALID_VALUE: skips.INVALID_VALUE,
+    ct_reader.TOO_SMALL: skips.IMAGE_TOO_SMALL,
 }
+# A neighbour further from the key slice than this many slice intervals is not
+# its neighbour: a slice in between is missing (or its position is unreadable).
+_MAX_NEIGHBOUR_GAP = 1.5
 
 @dataclasses.dataclass(frozen=True)
 class BookmarkRow:
@@ -55,10 +61,20 @@ class BookmarkRow:
 
 @dataclasses.dataclass(frozen=True)
 class SeriesTask:
-    """The bookmarks whose key slices lie in one folder of the DICOM tree."""
+    """The bookmarks whose key slices lie in one series (or, unreadable, one folder).
 
-    directory: str
+    Attributes:
+      directories: folders of the tree holding the key slices, relative to the
+        root. A series exported over two folders is one task, so that its
+        slices are ordered, numbered and written once.
+      bookmarks: the rows.
+      patient: the pseudonym of the patient, from the key slices' headers; None
+        where no header could be read (the task then yields only skips).
+    """
+
+    directories: Tuple[str, ...]
     bookmarks: Tuple[BookmarkRow, ...]
+    patient: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,36 +88,96 @@ class Instance:
     patient_id: str
     position: Optional[float]
     instance_number: Optional[int]
+    ignored: Tuple[str, ...] = ()
+
+
+class _OutsideRoot(ValueError):
+    """A `relative_path` that is absolute or climbs above the root."""
+
+
+def _relative_path(raw: Optional[str]) -> str:
+    """A row's `relative_path` as a normalised POSIX path under the root ("" if blank).
+
+    Backslashes (a Windows export) become slashes, then `posixpath.normpath`
+    folds `a/./b`, `a//b` and `a/../b`.
+
+    Raises:
+      _OutsideRoot: an absolute path (`/x`, a drive `C:x`, a UNC `\\\\host\\x`) or one
+        that leaves the root (`../x` after normalisation).
+      checks.InvalidValue: the path names the root itself.
+    """
+    text = (raw or "").strip().replace("\\", "/")
+    if not text:
+        return ""
+    if text.startswith("/") or (len(text) >= 2 and text[1] == ":" and text[0].isascii()
+                                and text[0].isalpha()):
+        raise _OutsideRoot(f"relative_path {raw!r} is absolute: it leaves the manual_dir")
+    path = posixpath.normpath(text)
+    if path == ".." or path.startswith("../"):
+        raise _OutsideRoot(f"relative_path {raw!r} leaves the manual_dir")
+    if path == ".":
+        raise checks.InvalidValue("relative_path", raw, "names the root, not a file")
+    return path
+
+
+def _coordinate(record: Dict[str, str], name: str) -> float:
+    """One endpoint coordinate. NaN and infinity pass: `bookmarks.measure` refuses
+    them as `invalid_geometry`, with the other geometry faults."""
+    text = (record[name] or "").strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise checks.InvalidValue(name, record[name], "is not a number") from None
+
+
+_NOISY = {"": False, "0": False, "false": False, "1": True, "true": True}
 
 
 def read_bookmarks(csv_path: epath.PathLike) -> Tuple[List[BookmarkRow], List[skips.Skip]]:
-    """Parses a bookmark export.
+    """Parses a bookmark export (any `csv_table` accepts: UTF-8 with or without a
+    BOM, `,` `;` or tab).
+
+    Every data row ends as a `BookmarkRow` or as exactly one `Skip` whose detail
+    names the file and the row: `malformed_row` (the row does not parse, has
+    another number of fields than the header, a coordinate that is not a number,
+    a `noisy` other than 0/1/true/false, neither a UID nor a path),
+    `outside_manual_dir` (an absolute `relative_path` or one that climbs out of
+    the root), or `duplicate_bookmark` (the same coordinates, to 0.001 px, on the
+    same instance, or on the same normalised path where the UID is absent).
+    `relative_path` is returned normalised: forward slashes, no `.`/`..` parts.
 
     Returns:
-      `(rows, skipped)`: valid rows in file order, and a `Skip` for each row that
-      cannot be parsed (`malformed_row`) or repeats an earlier measurement of the
-      same instance (`duplicate_bookmark`).
+      `(rows, skipped)`: valid rows in file order, and the skips.
 
     Raises:
-      ValueError: the file lacks a required column (nothing could be built).
+      ValueError: the file is not UTF-8/UTF-16 text or lacks a required column
+        (nothing could be built); the message names the file.
     """
-    text = epath.Path(csv_path).read_text()
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
+    table = csv_table.read(csv_path)
+    missing = table.missing(REQUIRED_COLUMNS)
     if missing:
         raise ValueError(f"{csv_path}: missing columns {missing}; a bookmark export needs "
                          f"{list(REQUIRED_COLUMNS)}")
     rows, skipped, seen = [], [], set()
-    for number, record in enumerate(reader, start=1):
+    for number, _, record, error in table.rows():
         where = f"{csv_path} row {number}"
+        if error is not None:
+            skipped.append(skips.Skip(skips.MALFORMED_ROW, 1, f"{where}: {error}"))
+            continue
         try:
-            coords = tuple(float(record[name]) for name in bookmarks.COORDINATE_NAMES)
+            path = _relative_path(record["relative_path"])
             uid = (record["sop_instance_uid"] or "").strip()
-            path = (record["relative_path"] or "").strip()
             if not uid and not path:
                 raise ValueError("no sop_instance_uid and no relative_path")
-            noisy = str(record.get("noisy") or "0").strip() not in ("0", "", "false", "False")
-        except (TypeError, ValueError) as e:
+            coords = tuple(_coordinate(record, name) for name in bookmarks.COORDINATE_NAMES)
+            noisy_text = (record.get("noisy") or "").strip()
+            if noisy_text.lower() not in _NOISY:
+                raise checks.InvalidValue("noisy", noisy_text, "is not 0, 1, true or false")
+            noisy = _NOISY[noisy_text.lower()]
+        except _OutsideRoot as e:
+            skipped.append(skips.Skip(skips.OUTSIDE_MANUAL_DIR, 1, f"{where}: {e}"))
+            continue
+        except ValueError as e:
             skipped.append(skips.Skip(skips.MALFORMED_ROW, 1, f"{where}: {e}"))
             continue
         signature = (uid or path, tuple(round(c, 3) for c in coords))
@@ -114,52 +190,74 @@ def read_bookmarks(csv_path: epath.PathLike) -> Tuple[List[BookmarkRow], List[sk
     return rows, skipped
 
 
-def plan_tasks(rows: Sequence[BookmarkRow]) -> List[SeriesTask]:
-    """Groups bookmarks by the folder of their key slice, in a deterministic order."""
-    groups: Dict[str, List[BookmarkRow]] = collections.defaultdict(list)
+def _inside(root: epath.PathLike, path: epath.PathLike) -> bool:
+    """Whether `path`, symbolic links resolved, lies under `root`."""
+    real_root = os.path.realpath(os.fspath(root))
+    return os.path.commonpath([real_root, os.path.realpath(os.fspath(path))]) == real_root
+
+
+def plan_tasks(root: epath.PathLike, rows: Iterable[BookmarkRow], salt: str
+               ) -> List[SeriesTask]:
+    """Groups bookmarks by the series of their key slice, in a deterministic order.
+
+    Reads the header of every key slice once. Rows whose key slice has no
+    readable header are grouped by folder; they end as skips naming the reason.
+    """
+    headers: Dict[str, Optional[Instance]] = {}
+    groups: Dict[tuple, List[BookmarkRow]] = collections.defaultdict(list)
+    patients: Dict[tuple, str] = {}
     for row in rows:
-        groups[posixpath.dirname(row.relative_path.replace("\\", "/"))].append(row)
-    return [SeriesTask(d, tuple(groups[d])) for d in sorted(groups)]
+        if row.relative_path not in headers:
+            path = epath.Path(root) / row.relative_path
+            headers[row.relative_path] = (
+                _read_header(path) if row.relative_path and _inside(root, path) else None)
+        instance = headers[row.relative_path]
+        folder = posixpath.dirname(row.relative_path)
+        group = (("series", instance.series_instance_uid) if instance is not None
+                 else ("folder", folder))
+        groups[group].append(row)
+        if instance is not None and instance.patient_id and group not in patients:
+            patients[group] = deid.pseudonym(salt, "patient", instance.patient_id)
+    tasks = [SeriesTask(tuple(sorted({posixpath.dirname(r.relative_path) for r in members})),
+                        tuple(members), patients.get(group))
+             for group, members in groups.items()]
+    return sorted(tasks, key=lambda t: (t.directories, t.bookmarks[0].row_number))
 
 
 def _read_header(path: epath.Path) -> Optional[Instance]:
     try:
         with path.open("rb") as f:
             ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        position, number, ignored = ct_reader.header_geometry(ds)
+        instance = Instance(
+            path=str(path), sop_instance_uid=uid,
+            series_instance_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+            study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
+            patient_id=str(ds.get("PatientID", "") or "").strip(),
+            position=position, instance_number=number, ignored=ignored)
     except Exception:  # Any unreadable file is simply not indexed; its bookmarks are
         return None    # then classified by read_ct, which names the reason.
-    uid = str(ds.get("SOPInstanceUID", "") or "")
-    if not uid:
-        return None
-    return Instance(
-        path=str(path), sop_instance_uid=uid,
-        series_instance_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-        study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        patient_id=str(ds.get("PatientID", "") or "").strip(),
-        position=ct_reader.slice_position(ds), instance_number=ct_reader.instance_number(ds))
+    return instance if uid else None
 
 
-def index_directory(root: epath.PathLike, directory: str) -> Dict[str, Instance]:
-    """Reads the headers of every file in one folder: SOPInstanceUID -> `Instance`."""
-    folder = epath.Path(root) / directory if directory else epath.Path(root)
+def index_directories(root: epath.PathLike, directories: Sequence[str]) -> Dict[str, Instance]:
+    """Reads the headers of every file in the folders: SOPInstanceUID -> `Instance`.
+
+    A file that resolves outside `root` (a symbolic link) is not indexed; of two
+    files with one SOPInstanceUID (a copy), the first in path order is kept.
+    """
     index = {}
-    if not folder.is_dir():
-        return index
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            instance = _read_header(path)
-            if instance is not None:
-                index.setdefault(instance.sop_instance_uid, instance)
+    for directory in directories:
+        folder = epath.Path(root) / directory if directory else epath.Path(root)
+        if not folder.is_dir() or not _inside(root, folder):
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and _inside(root, path):
+                instance = _read_header(path)
+                if instance is not None:
+                    index.setdefault(instance.sop_instance_uid, instance)
     return index
-
-
-def patient_pseudonym(root: epath.PathLike, task: SeriesTask, salt: str) -> Optional[str]:
-    """The pseudonym of the patient of a task, from the first readable key-slice header."""
-    for row in task.bookmarks:
-        instance = _read_header(epath.Path(root) / row.relative_path)
-        if instance is not None and instance.patient_id:
-            return deid.pseudonym(salt, "patient", instance.patient_id)
-    return None
 
 
 def _series_members(index: Dict[str, Instance], series_uid: str) -> List[Instance]:
@@ -194,9 +292,19 @@ def _locate(root: epath.PathLike, rows: Sequence[BookmarkRow], index: Dict[str, 
     path = epath.Path(root) / first.relative_path
     if not first.relative_path or not path.exists():
         return skips.Skip(skips.MISSING_FILE, len(rows), f"{where}: no such file")
+    if not _inside(root, path):
+        return skips.Skip(skips.OUTSIDE_MANUAL_DIR, len(rows),
+                          f"{where}: resolves outside the manual_dir (a symbolic link)")
+    if not first.sop_instance_uid:  # A row that gives only the path: the file decides.
+        resolved = os.path.realpath(os.fspath(path))
+        for instance in index.values():
+            if os.path.realpath(instance.path) == resolved:
+                return instance
     try:
         with path.open("rb") as f:
             ct = ct_reader.read_ct(f)
+    except OSError as e:  # A folder, no permission, ...
+        return skips.Skip(skips.UNREADABLE_FILE, len(rows), f"{where}: cannot be read ({e})")
     except ct_reader.CTReadError as e:
         return skips.Skip(_KIND_TO_REASON.get(e.kind, skips.UNREADABLE_FILE), len(rows),
                           f"{where}: {e.reason}")
@@ -208,8 +316,35 @@ def _locate(root: epath.PathLike, rows: Sequence[BookmarkRow], index: Dict[str, 
 
 
 def _read(path: str) -> ct_reader.CTSlice:
-    with epath.Path(path).open("rb") as f:
-        return ct_reader.read_ct(f)
+    try:
+        with epath.Path(path).open("rb") as f:
+            return ct_reader.read_ct(f)
+    except OSError as e:  # Vanished or unreadable between indexing and reading.
+        raise ct_reader.CTReadError(path, f"cannot be read ({e})", ct_reader.NOT_DICOM) from e
+
+
+def _neighbour(members: Sequence[Instance], position: int, step: int, interval: float
+               ) -> Union[Instance, str]:
+    """The slice `step` away from the key slice `members[position]`, or why there is none.
+
+    At the ends of a series the key slice is its own neighbour (returned as
+    such); where positions are known, a neighbour more than `_MAX_NEIGHBOUR_GAP`
+    intervals away, or one whose position is unknown, is refused.
+    """
+    key = members[position]
+    neighbour = members[min(max(position + step, 0), len(members) - 1)]
+    if neighbour is key:
+        return key
+    if any(m.position is not None for m in members):
+        if key.position is None:
+            return "the key slice's position is unknown (" + "; ".join(key.ignored) + ")"
+        if neighbour.position is None:
+            return f"{neighbour.path}: position unknown (" + "; ".join(neighbour.ignored) + ")"
+        gap = abs(neighbour.position - key.position)
+        if math.isfinite(interval) and gap > _MAX_NEIGHBOUR_GAP * interval:
+            return (f"{neighbour.path} lies {gap:g} mm from the key slice, "
+                    f"{gap / interval:.1f} slice intervals: a slice in between is missing")
+    return neighbour
 
 
 def process_series(
@@ -226,12 +361,22 @@ def process_series(
       `Skip`s for bookmarks that could not be used and `Repair`s for examples kept
       with a neighbour replaced by the key slice.
     """
-    index = index_directory(root, task.directory)
+    index = index_directories(root, task.directories)
     by_instance: Dict[str, List[BookmarkRow]] = collections.defaultdict(list)
     for row in task.bookmarks:
         by_instance[row.sop_instance_uid or row.relative_path].append(row)
 
     outcomes: List[skips.Outcome] = []
+    # Bookmarks of one file reached by two spellings (a UID and a path, two
+    # paths) are one key slice: grouped by the resolved file.
+    by_file: Dict[str, Tuple[Instance, List[BookmarkRow]]] = {}
+    for rows in by_instance.values():
+        located = _locate(root, rows, index)
+        if isinstance(located, skips.Skip):
+            outcomes.append(located)
+            continue
+        by_file.setdefault(os.path.realpath(located.path), (located, []))[1].extend(rows)
+
     png_cache: Dict[str, bytes] = {}
 
     def encoded(ct_slice: ct_reader.CTSlice, path: str) -> bytes:
@@ -239,11 +384,7 @@ def process_series(
             png_cache[path] = png16.encode_hu(ct_slice.hu, compress_level)
         return png_cache[path]
 
-    for rows in by_instance.values():
-        located = _locate(root, rows, index)
-        if isinstance(located, skips.Skip):
-            outcomes.append(located)
-            continue
+    for located, rows in by_file.values():
         where = f"{located.path} (bookmark row {rows[0].row_number})"
         try:
             ct = _read(located.path)
@@ -261,20 +402,26 @@ def process_series(
         outcomes.extend(skipped)
         if not lesions["lesion_id"]:
             continue
+        outcomes.extend(skips.Repair(skips.INVALID_OPTIONAL_VALUE, f"{where}: {message}: ignored")
+                        for message in ct.ignored)
 
         members = _series_members(index, located.series_instance_uid)
         position = [m.sop_instance_uid for m in members].index(located.sop_instance_uid)
+        interval = _slice_interval(members, ct.slice_thickness_mm)
         images = {"image": encoded(ct, located.path)}
         for name, step in (("previous_slice", -1), ("next_slice", 1)):
-            neighbour = members[min(max(position + step, 0), len(members) - 1)]
+            neighbour = _neighbour(members, position, step, interval)
             try:
+                if isinstance(neighbour, str):
+                    raise ct_reader.CTReadError(located.path, neighbour, ct_reader.UNSUPPORTED)
                 neighbour_ct = ct if neighbour.path == located.path else _read(neighbour.path)
                 if neighbour_ct.hu.shape != ct.hu.shape:
                     raise ct_reader.CTReadError(neighbour.path, "size differs from the key slice",
                                                 ct_reader.UNSUPPORTED)
                 images[name] = encoded(neighbour_ct, neighbour.path)
             except ct_reader.CTReadError as e:
-                outcomes.append(skips.Repair(skips.NEIGHBOR_REPLACED_BY_KEY, f"{where}: {e}"))
+                outcomes.append(skips.Repair(skips.NEIGHBOR_REPLACED_BY_KEY,
+                                             f"{where}: {name}: {e}"))
                 images[name] = images["image"]
 
         patient = deid.pseudonym(salt, "patient", located.patient_id)
@@ -287,6 +434,6 @@ def process_series(
         example = key_slice.make_example(
             **images, lesions=lesions, patient_id=patient, study_id=study, series_id=series,
             slice_index=position, spacing_mm=ct.pixel_spacing_mm,
-            slice_interval_mm=_slice_interval(members, ct.slice_thickness_mm), window=window)
+            slice_interval_mm=interval, window=window)
         outcomes.append((f"{patient}_{study}_{series}_{position:05d}", example))
     return outcomes

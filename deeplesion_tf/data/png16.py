@@ -78,10 +78,55 @@ def encode_hu(hu: np.ndarray, compress_level: int = 1) -> bytes:
             + _chunk(b"IEND", b""))
 
 
+def _check_chunks(data: bytes) -> None:
+    """Walks every chunk to IEND, checking lengths and CRCs.
+
+    Pillow's `verify` stops before IEND's CRC and accepts a file cut inside it;
+    libpng (TensorFlow's `decode_png`) refuses both, so they are checked here.
+    """
+    offset = len(_PNG_SIGNATURE)
+    while True:
+        if offset + 12 > len(data):
+            raise ValueError("PNG data ends before its IEND chunk")
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        end = offset + 12 + length
+        if end > len(data):
+            raise ValueError(f"PNG chunk {kind!r} is truncated")
+        if zlib.crc32(data[offset + 4:end - 4]) != struct.unpack(">I", data[end - 4:end])[0]:
+            raise ValueError(f"PNG chunk {kind!r} fails its CRC")
+        if kind == b"IEND":
+            return
+        offset = end
+
+
 def decode_hu(data: bytes) -> np.ndarray:
-    """Decodes a 16-bit PNG of HU + 32768 to `[rows, columns]` float32 HU."""
-    with Image.open(io.BytesIO(data)) as image:
-        values = np.asarray(image)
-    if values.dtype != np.uint16 and image.mode not in ("I;16", "I;16B", "I"):
-        raise ValueError(f"expected a 16-bit grayscale PNG, got mode {image.mode}")
+    """Decodes a 16-bit PNG of HU + 32768 to `[rows, columns]` float32 HU, in full.
+
+    Every chunk's CRC is checked and the image data decompressed completely
+    (Pillow's `verify`, then `load`), so that a PNG with an intact header over
+    corrupt or truncated data is refused here rather than when a later reader
+    (TensorFlow's `decode_png`, which checks the same) meets it.
+
+    Raises:
+      ValueError: not a PNG, not 16-bit grayscale, or its data does not decode;
+        the message says which.
+    """
+    header = read_header(data)
+    if not is_hu_png(header):
+        raise ValueError(f"a PNG of bit depth {header.bit_depth} and colour type "
+                         f"{header.color_type}; expected 16-bit grayscale of HU + 32768")
+    _check_chunks(data)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            values = np.asarray(image)
+    # Pillow reports corrupt data as OSError, SyntaxError, zlib.error, struct.error,
+    # EOFError or ValueError depending on where the stream breaks.
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"PNG data does not decode ({type(e).__name__}: {e})") from e
+    if values.shape != (header.height, header.width):
+        raise ValueError(f"PNG decodes to shape {values.shape}; its header says "
+                         f"{header.height}x{header.width}")
     return values.astype(np.float32) - HU_OFFSET

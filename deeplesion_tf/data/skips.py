@@ -22,14 +22,22 @@ NO_PATIENT_ID = "no_patient_id"            # cannot be split by patient
 INVALID_GEOMETRY = "invalid_geometry"      # zero-length axis, NaN, endpoint outside the image
 MISSING_PNG = "missing_png"                # release: the key slice's PNG does not exist
 NOT_16BIT_PNG = "not_16bit_png"            # release: a PNG that cannot hold HU + 32768
+CORRUPT_PNG = "corrupt_png"                # release: a PNG header over data that does not decode
+INVALID_VALUE = "invalid_value"            # a required header number that is not finite or in range
+IMAGE_TOO_SMALL = "image_too_small"        # a slice below checks.MIN_SLICE_SIDE_PX per side
+OUTSIDE_MANUAL_DIR = "outside_manual_dir"  # a path that leaves the source's root
+DUPLICATE_SLICE = "duplicate_slice"        # a key slice already written, reached another way
 
 SKIP_REASONS = (
     MALFORMED_ROW, DUPLICATE_BOOKMARK, MISSING_FILE, UNKNOWN_INSTANCE, UNREADABLE_FILE, NOT_CT,
-    MISSING_TAG, NO_PATIENT_ID, INVALID_GEOMETRY, MISSING_PNG, NOT_16BIT_PNG,
+    MISSING_TAG, NO_PATIENT_ID, INVALID_GEOMETRY, MISSING_PNG, NOT_16BIT_PNG, CORRUPT_PNG,
+    INVALID_VALUE, IMAGE_TOO_SMALL, OUTSIDE_MANUAL_DIR, DUPLICATE_SLICE,
 )
 
 # Examples kept with a repair, by kind.
 NEIGHBOR_REPLACED_BY_KEY = "neighbor_replaced_by_key"  # an unreadable or missing neighbour slice
+# An optional header value (window, thickness, position) present but invalid: treated as absent.
+INVALID_OPTIONAL_VALUE = "invalid_optional_value"
 
 
 class Skip(NamedTuple):

@@ -25,8 +25,10 @@ def load_split(dataset: str, split: str, data_dir: Optional[str]) -> tf.data.Dat
     importlib.import_module("tfds_deeplesion")  # Registers `deeplesion`.
 
     skip = tfds.decode.SkipDecoding()
+    # Never download_and_prepare here: a dataset that is not built is an error of
+    # the caller's, not the start of a multi-GB build in the home folder.
     return tfds.load(dataset, split=split, data_dir=data_dir, shuffle_files=False,
-                     decoders={k: skip for k in _SLICE_KEYS})
+                     download=False, decoders={k: skip for k in _SLICE_KEYS})
 
 
 def file_name(patient_id: str, study_id: str, series_id: str, slice_index: int) -> str:

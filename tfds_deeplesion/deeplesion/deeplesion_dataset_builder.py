@@ -13,8 +13,10 @@ Python build or, with `--beam_pipeline_options`, as an Apache Beam pipeline.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -59,8 +61,8 @@ tfds.core.example_serializer.ExampleSerializer.serialize_example = (
 
 _METRIC_NAMESPACE = "deeplesion"
 _SPLITS = ("train", "validation", "test")
-# Skip details logged one by one before they are summarised.
-_MAX_LOGGED_DETAILS = 20
+# Skip and repair details logged one by one, per reason, before they are summarised.
+_MAX_LOGGED_DETAILS = 10
 
 
 @dataclasses.dataclass(eq=False)
@@ -204,7 +206,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         # Beam is used exactly when the caller asked for it (`--beam_pipeline_options`).
         self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
         self._counts: Dict[str, int] = {}
-        self._details: List[str] = []
+        self._split_counts: Dict[str, Dict[str, int]] = {}
+        self._details: Dict[str, List[str]] = collections.defaultdict(list)
+        self._keys = set()
         self._pool = None
         try:
             split_infos = super()._generate_splits(dl_manager, download_config)
@@ -259,11 +263,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             logging.warning("DEEPLESION_ID_SALT is not set: ids are hashed with the public "
                             "default salt. Set a secret salt for real patient data.")
         by_split: Dict[str, list] = {name: [] for name in _SPLITS}
-        for task in tfds.core.utils.tqdm(pacs_source.plan_tasks(rows), desc="Splitting by patient",
-                                         unit=" folders"):
-            patient = pacs_source.patient_pseudonym(root, task, salt)
-            # A folder whose key slices are all unreadable yields only skips; any split will do.
-            by_split[deid.patient_split(patient) if patient else "train"].append(task)
+        tasks = pacs_source.plan_tasks(
+            root, tfds.core.utils.tqdm(rows, desc="Reading key-slice headers", unit=" bookmarks"),
+            salt)
+        for task in tasks:
+            # A series whose key slices are all unreadable yields only skips; any split will do.
+            by_split[deid.patient_split(task.patient) if task.patient else "train"].append(task)
         work = functools.partial(
             pacs_source.process_series, os.fspath(root), salt=salt,
             padding=self.builder_config.box_padding_px,
@@ -281,32 +286,75 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return self._split_dict(by_split, work)
 
     def _split_dict(self, by_split: Dict[str, list], work: Callable):
-        # TFDS cannot write a split without examples; a small source may lack one.
+        """The splits' example generators; a split that yields nothing is left out.
+
+        TFDS cannot write a split without examples, and a small or badly broken
+        source may leave one empty (every bookmark of it skipped). Each split's
+        tasks run here until the first example appears; a split without one is
+        reported with its counts and not written, and the build goes on with the
+        others. Only when no split has an example does the build fail, with the
+        whole tally.
+        """
+        splits = {}
         for name, tasks in by_split.items():
-            if not tasks:
-                logging.warning("deeplesion/%s: no bookmarks fall in the %s split; it is not "
-                                "written", self.builder_config.name, name)
-        return {name: self._generate_examples(tasks, work)
-                for name, tasks in by_split.items() if tasks}
+            examples = self._generate_examples(name, tasks, work)
+            if examples is not None:
+                splits[name] = examples
+                continue
+            counts = self._split_counts.get(name, {})
+            why = (f"all {sum(counts.values())} of its bookmarks were skipped ({counts})" if tasks
+                   else "no bookmarks fall in it")
+            logging.warning("deeplesion/%s: the %s split is not written: %s",
+                            self.builder_config.name, name, why)
+        if not splits:
+            self._report()
+            raise ValueError(
+                f"deeplesion/{self.builder_config.name}: no example could be written; skipped "
+                f"bookmarks by reason: {self.info.metadata['skipped_bookmarks'] or 'none'} "
+                "(the first reasons are logged above)")
+        return splits
 
-    def _generate_examples(self, tasks: Sequence, work: Callable):
-        """Examples of one split: a generator, or a Beam PTransform when Beam is on."""
-        if self._use_beam:
-            beam = tfds.core.lazy_imports.apache_beam
-            return beam.Create(list(tasks)) | beam.FlatMap(_beam_examples, work)
-        return self._local_examples(tasks, work)
+    def _generate_examples(self, split: str, tasks: Sequence, work: Callable):
+        """The split's examples, a generator or (Beam on) a PTransform; None if it has none."""
+        seen = []
+        for i, task in enumerate(tasks):
+            outcomes = work(task)
+            if any(not isinstance(o, (skips.Skip, skips.Repair)) for o in outcomes):
+                if self._use_beam:
+                    # Beam runs every task again, this one included, and counts their
+                    # skips itself; the ones seen here are not recorded twice.
+                    beam = tfds.core.lazy_imports.apache_beam
+                    namespace = f"{_METRIC_NAMESPACE}.{split}"
+                    return (beam.Create(list(tasks))
+                            | "Examples" >> beam.FlatMap(_beam_examples, work, namespace)
+                            | "GroupByKey" >> beam.GroupByKey()
+                            | "FirstOfKey" >> beam.FlatMap(_beam_first_of_key, namespace))
+                self._record(seen, split)
+                return self._local_examples(split, outcomes, tasks[i + 1:], work)
+            seen.extend(outcomes)
+        self._record(seen, split)
+        return None
 
-    def _local_examples(self, tasks: Sequence, work: Callable) -> Iterator:
+    def _local_examples(self, split: str, first: Sequence, tasks: Sequence,
+                        work: Callable) -> Iterator:
         # DICOM decoding and PNG encoding are CPU-bound: worker processes. The
         # release's pass-through is I/O-bound and runs in this process.
         pool = None if self.builder_config.source == "release" else self._worker_pool()
         results = pool.imap(work, tasks) if pool and len(tasks) > 1 else map(work, tasks)
-        for outcomes in results:
+        for outcomes in itertools.chain([first], results):
             for outcome in outcomes:
                 if isinstance(outcome, (skips.Skip, skips.Repair)):
-                    self._record([outcome])
-                else:
-                    yield outcome
+                    self._record([outcome], split)
+                    continue
+                key, example = outcome
+                if key in self._keys:
+                    # Another spelling of a key slice already written (the sources
+                    # merge the ones they can see; this is the last guard).
+                    self._record([skips.Skip(skips.DUPLICATE_SLICE, len(
+                        example["lesions"]["lesion_id"]), f"{key}: written already")], split)
+                    continue
+                self._keys.add(key)
+                yield outcome
 
     def _worker_pool(self):
         """One pool for the whole build, made on first use; None for a single worker.
@@ -321,44 +369,74 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     # --- Skip accounting ------------------------------------------------------------
 
-    def _record(self, events) -> None:
+    def _record(self, events, split: str = None) -> None:
+        events = [e for e in events if isinstance(e, (skips.Skip, skips.Repair))]
         self._counts = skips.tally(events, self._counts)
-        self._details.extend(f"{event[0]}: {event[-1]}" for event in events)
+        if split is not None:
+            self._split_counts[split] = skips.tally(events, self._split_counts.get(split))
+        for event in events:
+            self._details[event[0]].append(f"{event[0]}: {event[-1]}")
 
     def _process_pipeline_result(self, pipeline_result) -> None:
         beam = tfds.core.lazy_imports.apache_beam
-        query = pipeline_result.metrics().query(
-            beam.metrics.MetricsFilter().with_namespace(_METRIC_NAMESPACE))
+        query = pipeline_result.metrics().query(beam.metrics.MetricsFilter())
         for counter in query["counters"]:
+            namespace = counter.key.metric.namespace
+            if not namespace.startswith(_METRIC_NAMESPACE + "."):
+                continue
+            split = namespace[len(_METRIC_NAMESPACE) + 1:]
             value = counter.committed if counter.committed is not None else counter.attempted
             name = counter.key.metric.name
             self._counts[name] = self._counts.get(name, 0) + int(value)
+            per_split = self._split_counts.setdefault(split, {})
+            per_split[name] = per_split.get(name, 0) + int(value)
         self._counts = dict(sorted(self._counts.items()))
 
     def _report(self) -> None:
         skipped = {k: v for k, v in self._counts.items() if k in skips.SKIP_REASONS}
         repaired = {k: v for k, v in self._counts.items() if k not in skips.SKIP_REASONS}
-        for line in self._details[:_MAX_LOGGED_DETAILS]:
-            logging.warning("%s", line)
-        if len(self._details) > _MAX_LOGGED_DETAILS:
-            logging.warning("... and %d more", len(self._details) - _MAX_LOGGED_DETAILS)
+        for reason, lines in sorted(self._details.items()):
+            for line in lines[:_MAX_LOGGED_DETAILS]:
+                logging.warning("%s", line)
+            if len(lines) > _MAX_LOGGED_DETAILS:
+                logging.warning("... and %d more %s", len(lines) - _MAX_LOGGED_DETAILS, reason)
         # A warning when anything was skipped, so that it shows at default verbosity.
         logging.log(logging.WARNING if skipped or repaired else logging.INFO,
                     "deeplesion/%s: skipped bookmarks by reason: %s (total %d); repairs: %s",
                     self.builder_config.name, skipped or "none", sum(skipped.values()),
                     repaired or "none")
+        by_split = {split: dict(sorted(counts.items()))
+                    for split, counts in sorted(self._split_counts.items()) if counts}
+        for split, counts in by_split.items():
+            logging.log(logging.WARNING if counts else logging.INFO,
+                        "deeplesion/%s %s: skips and repairs: %s", self.builder_config.name,
+                        split, counts)
         self.info.metadata["skipped_bookmarks"] = skipped
         self.info.metadata["repairs"] = repaired
+        # Skips and repairs of each split (bookmarks read before the split by
+        # patient, e.g. malformed rows, are in the totals only).
+        self.info.metadata["skips_and_repairs_by_split"] = by_split
         self.info.metadata["box_padding_px"] = self.builder_config.box_padding_px
         self.info.metadata["source"] = self.builder_config.source
 
 
-def _beam_examples(task, work: Callable):
+def _beam_examples(task, work: Callable, namespace: str):
     """Beam worker: yields the examples of a task and counts its skips as metrics."""
     beam = tfds.core.lazy_imports.apache_beam
     for outcome in work(task):
         if isinstance(outcome, (skips.Skip, skips.Repair)):
             count = outcome.count if isinstance(outcome, skips.Skip) else 1
-            beam.metrics.Metrics.counter(_METRIC_NAMESPACE, outcome[0]).inc(count)
+            beam.metrics.Metrics.counter(namespace, outcome[0]).inc(count)
         else:
             yield outcome
+
+
+def _beam_first_of_key(grouped, namespace: str):
+    """Beam: one example per key; the others are counted as duplicate slices."""
+    beam = tfds.core.lazy_imports.apache_beam
+    key, examples = grouped
+    examples = list(examples)
+    for duplicate in examples[1:]:
+        beam.metrics.Metrics.counter(namespace, skips.DUPLICATE_SLICE).inc(
+            len(duplicate["lesions"]["lesion_id"]))
+    yield key, examples[0]
