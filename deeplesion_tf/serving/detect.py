@@ -11,11 +11,23 @@ Inputs:
     in file-name order.
   * A PNG file: one key slice; its neighbours are the previous and next PNG of
     its folder in file-name order (the release names slices by index).
-A file that cannot be read (not DICOM, not CT, undecodable, an 8-bit PNG)
-fails alone; the others still run.
+A file that cannot be read fails alone, as a `Failure` naming the file and
+why (not DICOM, not CT, an invalid header value such as a RescaleSlope of
+"abc" or a slice below `checks.MIN_SLICE_SIDE_PX` per side, an 8-bit PNG, PNG
+data that does not decode), before the model runs; the others still run.
 
 Results: one JSON file per key slice, and with `draw` one PNG of the key slice
-under a display window with the boxes coloured by class and labelled.
+under a display window with the boxes coloured by class and labelled, all
+directly in the output folder. Neither their names nor their contents hold an
+input path or a DICOM identifier, since in a PACS export both carry the
+patient's: a DICOM slice is named
+`<patient>_<study>_<series>_<instance>`, each part `deid.pseudonym` of the
+PatientID, StudyInstanceUID, SeriesInstanceUID and SOPInstanceUID under the
+site's salt (`deid.site_salt`, the dataset builder's, so a slice's patient,
+study and series pseudonyms are those of the TFDS dataset), and a PNG slice
+`png_<pseudonym of its absolute real path>`. The JSON's `source` is that name
+and its `context` the neighbours' names. Which input became which name is
+logged, not written.
 """
 
 from __future__ import annotations
@@ -30,7 +42,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from deeplesion_tf.data import checks
 from deeplesion_tf.data import ct_reader
+from deeplesion_tf.data import deid
 from deeplesion_tf.data import png16
 from deeplesion_tf.serving import detector_module
 
@@ -41,6 +55,7 @@ DIAMETER_ESTIMATE = ("the box without the training's padding on each side; long 
                      "side, short = its shorter (exact for diameters along the image axes, "
                      "short of an oblique long diameter by up to 1/sqrt(2))")
 SOFT_TISSUE_WINDOW = (-160.0, 240.0)
+PNG_PREFIX = "png_"
 # Colours of classes 1, 2, ... (cycled).
 _PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
             (145, 30, 180), (70, 240, 240), (240, 50, 230))
@@ -51,12 +66,14 @@ class SliceInput:
     """A key slice with its context, ready for the model.
 
     Attributes:
-      name: output name (relative path without extension), unique in a run.
-      source: the key slice's file.
+      name: output name (pseudonymous, see the module docstring), unique in a run.
+      source: the key slice's file, for the log only (never written: it may
+        carry the patient's identifiers).
       hu: `[H, W, 3]` float32 HU of the previous, key and next slice.
       spacing_mm: `(row, column)` mm, or None where unknown.
-      context: `(previous, next)` files.
-      notes: what to know about the context (e.g. a neighbour replaced by the key).
+      context: `(previous, next)` output names of the neighbours.
+      notes: what to know about the context and the header (e.g. a neighbour
+        replaced by the key); names, never paths.
     """
 
     name: str
@@ -69,7 +86,7 @@ class SliceInput:
 
 @dataclasses.dataclass
 class Failure:
-    """An input that gave no result; `reason` says why."""
+    """An input that gave no result; `reason` says why (`source` is its path, for the log)."""
 
     source: str
     reason: str
@@ -94,16 +111,37 @@ def resolve_saved_model(path: str) -> str:
     return os.path.join(path, str(max(versions)))
 
 
+# -- Output names --------------------------------------------------------------------------------
+
+def dicom_name(ct: ct_reader.CTSlice, salt: str) -> str:
+    """`<patient>_<study>_<series>_<instance>` pseudonyms of a DICOM slice's identifiers."""
+    return "_".join(deid.pseudonym(salt, kind, value) for kind, value in (
+        ("patient", ct.patient_id), ("study", ct.study_instance_uid),
+        ("series", ct.series_instance_uid), ("instance", ct.sop_instance_uid)))
+
+
+def png_name(path: str, salt: str) -> str:
+    """`png_<pseudonym>` of a PNG's absolute real path (the path itself may name the patient)."""
+    return PNG_PREFIX + deid.pseudonym(salt, "file", os.path.realpath(path))
+
+
 # -- Reading inputs ----------------------------------------------------------------------------
 
 def _read_png(path: str) -> np.ndarray:
-    """`[H, W]` HU of a 16-bit PNG of HU + 32768; ValueError for any other file."""
+    """`[H, W]` HU of a 16-bit PNG of HU + 32768.
+
+    Raises:
+      ValueError: not a 16-bit grayscale PNG, a side below
+        `checks.MIN_SLICE_SIDE_PX` (`checks.InvalidValue`), or data that does
+        not decode (CRC, truncation); the message says which.
+    """
     with open(path, "rb") as f:
         data = f.read()
     header = png16.read_header(data)
     if not png16.is_hu_png(header):
         raise ValueError(f"a PNG of bit depth {header.bit_depth} and colour type "
                          f"{header.color_type}; expected 16-bit grayscale of HU + 32768")
+    checks.slice_size(header.height, header.width, "PNG height x width")
     return png16.decode_hu(data)
 
 
@@ -116,32 +154,32 @@ def _is_png(path: str) -> bool:
     return path.lower().endswith(".png")
 
 
-def _stem(path: str) -> str:
-    base = os.path.basename(path)
-    return base[:-len(".png")] if _is_png(base) else os.path.splitext(base)[0] or base
+def _header_notes(ct: ct_reader.CTSlice) -> List[str]:
+    return [f"header: {message}; treated as absent" for message in ct.ignored]
 
 
-def _with_context(name: str, paths: Sequence[str], hus: Sequence[np.ndarray], index: int,
-                  spacing: Optional[Tuple[float, float]]) -> SliceInput:
+def _with_context(names: Sequence[str], paths: Sequence[str], hus: Sequence[np.ndarray],
+                  index: int, spacing: Optional[Tuple[float, float]],
+                  notes: Sequence[str] = ()) -> SliceInput:
     """Key slice `index` of an ordered series, its neighbours clamped to the series."""
     key = hus[index]
-    slices, context, notes = [], [], []
+    slices, context, notes = [], [], list(notes)
     for step in (-1, 1):
         j = min(max(index + step, 0), len(paths) - 1)
         which = "previous" if step < 0 else "next"
         if j == index:
             notes.append(f"no {which} slice: the key slice stands in")
         elif hus[j].shape != key.shape:
-            notes.append(f"{which} slice {paths[j]} differs in size: the key slice stands in")
+            notes.append(f"{which} slice {names[j]} differs in size: the key slice stands in")
             j = index
         slices.append(hus[j])
-        context.append(paths[j])
+        context.append(names[j])
     hu = np.stack([slices[0], key, slices[1]], axis=-1).astype(np.float32)
-    return SliceInput(name, paths[index], hu, spacing, (context[0], context[1]), notes)
+    return SliceInput(names[index], paths[index], hu, spacing, (context[0], context[1]), notes)
 
 
-def _series_of_folder(root: str, files: Sequence[str], label: str,
-                      png_spacing) -> Iterator[Union[SliceInput, Failure]]:
+def _series_of_folder(files: Sequence[str], png_spacing, salt: str
+                      ) -> Iterator[Union[SliceInput, Failure]]:
     """Every readable slice among `files` as a key slice of its series."""
     dicom = collections.defaultdict(list)  # series UID -> [(order key, path, CTSlice)]
     pngs = []
@@ -158,32 +196,60 @@ def _series_of_folder(root: str, files: Sequence[str], label: str,
                  ct.instance_number or 0, path)
         dicom[ct.series_instance_uid].append((order, path, ct))
 
-    def name_of(path):
-        relative = os.path.relpath(path, root)
-        return os.path.join(label, os.path.splitext(relative)[0] if not _is_png(relative)
-                            else relative[:-len(".png")])
-
     for members in dicom.values():
         members.sort(key=lambda m: m[0])
         paths = [m[1] for m in members]
+        names = [dicom_name(m[2], salt) for m in members]
         hus = [m[2].hu for m in members]
         for i, (_, path, ct) in enumerate(members):
-            yield _with_context(name_of(path), paths, hus, i, ct.pixel_spacing_mm)
+            yield _with_context(names, paths, hus, i, ct.pixel_spacing_mm, _header_notes(ct))
     if pngs:
         paths = [p for p, _ in pngs]
+        names = [png_name(p, salt) for p in paths]
         hus = [h for _, h in pngs]
-        for i, path in enumerate(paths):
-            yield _with_context(name_of(path), paths, hus, i, png_spacing)
+        for i in range(len(paths)):
+            yield _with_context(names, paths, hus, i, png_spacing)
 
 
-def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float]] = None
-                  ) -> Iterator[Union[SliceInput, Failure]]:
+def _png_with_neighbours(path: str, png_spacing, salt: str) -> Union[SliceInput, Failure]:
+    """A PNG file as the key slice, its folder's previous and next PNG as context."""
+    folder = os.path.dirname(path) or "."
+    series = sorted(os.path.join(folder, f) for f in os.listdir(folder) if _is_png(f))
+    index = series.index(os.path.join(folder, os.path.basename(path)))
+    try:
+        key = _read_png(path)
+    except (ValueError, OSError) as error:
+        return Failure(path, _reason(error))
+    paths_3, hus_3, notes = [path], [key], []
+    for j in (index - 1, index + 1):
+        if 0 <= j < len(series):
+            try:
+                hu = _read_png(series[j])
+            except (ValueError, OSError):
+                which = "previous" if j < index else "next"
+                notes.append(f"the {which} PNG of the folder, {png_name(series[j], salt)}, "
+                             "does not read as a slice: the key slice stands in")
+                continue
+            if j < index:
+                paths_3.insert(0, series[j])
+                hus_3.insert(0, hu)
+            else:
+                paths_3.append(series[j])
+                hus_3.append(hu)
+    return _with_context([png_name(p, salt) for p in paths_3], paths_3, hus_3,
+                         paths_3.index(path), png_spacing, notes)
+
+
+def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float]] = None,
+                  salt: Optional[str] = None) -> Iterator[Union[SliceInput, Failure]]:
     """Key slices of the command line's paths (module docstring), or why a path failed.
 
     Args:
       paths: DICOM files, folders, 16-bit PNGs.
       png_spacing: `(row, column)` mm of PNG slices, which carry none; None: unknown.
+      salt: of the output names' pseudonyms; None: `deid.site_salt()`.
     """
+    salt = deid.site_salt() if salt is None else salt
     for path in paths:
         if os.path.isdir(path):
             files = [os.path.join(d, f) for d, _, names in os.walk(path) for f in names
@@ -191,40 +257,19 @@ def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float
             if not files:
                 yield Failure(path, "an empty folder")
                 continue
-            label = os.path.basename(os.path.normpath(path))
-            yield from _series_of_folder(path, files, label, png_spacing)
+            yield from _series_of_folder(files, png_spacing, salt)
         elif not os.path.exists(path):
             yield Failure(path, "no such file or folder")
         elif _is_png(path):
-            folder = os.path.dirname(path) or "."
-            series = sorted(os.path.join(folder, f) for f in os.listdir(folder) if _is_png(f))
-            index = series.index(os.path.join(folder, os.path.basename(path)))
-            try:
-                key = _read_png(path)
-            except (ValueError, OSError) as error:
-                yield Failure(path, _reason(error))
-                continue
-            paths_3, hus_3 = [path], [key]
-            for j in (index - 1, index + 1):
-                if 0 <= j < len(series):
-                    try:
-                        hu = _read_png(series[j])
-                    except (ValueError, OSError):
-                        continue  # not a slice of the series; the key slice stands in
-                    if j < index:
-                        paths_3.insert(0, series[j])
-                        hus_3.insert(0, hu)
-                    else:
-                        paths_3.append(series[j])
-                        hus_3.append(hu)
-            yield _with_context(_stem(path), paths_3, hus_3, paths_3.index(path), png_spacing)
+            yield _png_with_neighbours(path, png_spacing, salt)
         else:
             try:
                 ct = ct_reader.read_ct(path)
             except ct_reader.CTReadError as error:
                 yield Failure(path, _reason(error))
                 continue
-            yield _with_context(_stem(path), [path], [ct.hu], 0, ct.pixel_spacing_mm)
+            yield _with_context([dicom_name(ct, salt)], [path], [ct.hu], 0, ct.pixel_spacing_mm,
+                                _header_notes(ct))
 
 
 # -- Running the model --------------------------------------------------------------------------
@@ -276,7 +321,8 @@ def result_json(item: SliceInput, outputs: Dict[str, np.ndarray], i: int,
                              short_diameter_mm=round(float(short_mm), 3))
         detections.append(detection)
     return {
-        "source": item.source,
+        # Output names, never input paths (module docstring).
+        "source": item.name,
         "context": {"previous": item.context[0], "next": item.context[1], "notes": item.notes},
         "image_shape": list(item.hu.shape[:2]),
         "pixel_spacing_mm": list(item.spacing_mm) if item.spacing_mm else None,
@@ -313,14 +359,19 @@ class RunSummary:
 
 
 def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size: int = 1,
-        png_spacing: Optional[Tuple[float, float]] = None, draw_window=None) -> RunSummary:
+        png_spacing: Optional[Tuple[float, float]] = None, draw_window=None,
+        salt: Optional[str] = None) -> RunSummary:
     """Detects lesions on every key slice of `paths`; writes `output_dir/<name>.json` (and PNGs).
 
-    Slices of one shape and with or without spacing go together in batches of
-    up to `batch_size`. Failures are collected, not raised.
+    Names are pseudonyms (module docstring), flat in `output_dir`; a name met
+    twice (the same slice given twice) gets `_2`, `_3`, ... Slices of one
+    shape and with or without spacing go together in batches of up to
+    `batch_size`. Failures are collected (and logged with their paths), not
+    raised, and written nowhere.
 
     Args:
       draw_window: `(low, high)` HU to draw annotated PNGs under; None: no PNGs.
+      salt: of the names' pseudonyms; None: `deid.site_salt()`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -352,7 +403,6 @@ def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size
         for i, item in enumerate(batch):
             result = result_json(item, outputs, i, detector.path)
             json_path = os.path.join(output_dir, item.name + ".json")
-            os.makedirs(os.path.dirname(json_path), exist_ok=True)
             with open(json_path, "w") as f:
                 json.dump(result, f, indent=2)
             if draw_window is not None:
@@ -361,10 +411,17 @@ def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size
             logging.info("%s: %d detections -> %s", item.source, len(result["detections"]),
                          json_path)
 
-    for item in gather_inputs(paths, png_spacing):
+    os.makedirs(output_dir, exist_ok=True)
+    for item in gather_inputs(paths, png_spacing, salt):
         if isinstance(item, Failure):
             logging.error("%s: %s", item.source, item.reason)
             summary.failures.append(item)
+            continue
+        try:  # Every reader checks the size; this keeps any other path from the model.
+            checks.slice_size(item.hu.shape[0], item.hu.shape[1], "slice height x width")
+        except checks.InvalidValue as error:
+            logging.error("%s: %s", item.source, error)
+            summary.failures.append(Failure(item.source, str(error)))
             continue
         item.name = unique(item.name)
         key = (item.hu.shape, item.spacing_mm is None)

@@ -30,7 +30,18 @@ default value that would silently put wrong millimetres in the answer.
 Outputs:
   `detection_boxes`: `[B, D, 4]` float32 `[ymin, xmin, ymax, xmax]` in pixels
     of the input slice (pixel centres at integers, clipped to the slice);
-    padded rows 0.
+    padded rows 0. Every returned box has `ymax - ymin >= 1` and
+    `xmax - xmin >= 1` (`MIN_BOX_SIDE_PX`): a detection whose box, mapped to
+    the slice and clipped to it, is thinner than one pixel on either side (a
+    box over the network input's padding beyond a non-square slice clips to
+    nothing) is dropped, and the rest move up in score order
+    (`compact_detections`), so `num_detections` counts only real boxes.
+    With `drop_empty_boxes` (the default) so is a detection whose box holds a
+    single value of the key slice under every window (`box_contrast` <=
+    `EMPTY_BOX_CONTRAST`: a uniform blank slice, air beyond the body, the
+    padding): a lesion differs from its surroundings, so such a box cannot be
+    one (benchmarks/BENCHMARKS.md, "Blank slices"). `bin/evaluate_detector`
+    scores the Keras model, without these two rules.
   `detection_scores`: `[B, D]` float32, best first; padded rows 0.
   `detection_classes`: `[B, D]` int32, 1..K; padded rows 0.
   `detection_class_names`: `[B, D]` string; padded rows "".
@@ -44,8 +55,12 @@ Outputs:
 Resizing: every slice of a request has the same `H, W` and is resized by one
 scale `S / max(H, W)` (as in training); requests of several sizes go in
 separate calls. Bad input (wrong rank or channel count, an empty batch,
-non-finite HU, PNGs that are not 16-bit grayscale or differ in size, a
-non-positive spacing) fails with `InvalidArgumentError` naming the input.
+slices with a side below `checks.MIN_SLICE_SIDE_PX`, non-finite HU, PNGs that
+are not 16-bit grayscale, differ in size or whose data does not decode, a
+non-positive spacing) fails with `InvalidArgumentError` naming the input
+(`images`, `png_slices` or `pixel_spacing`); a PNG's data is decoded under the
+name scope `png_slices_decode`, so that TensorFlow's own "Invalid PNG data"
+names the node, and with it the input.
 The inputs' shapes are left unknown in the signatures so that these checks,
 rather than a client-specific shape mismatch, answer malformed requests in
 every client (TF Serving does not check shapes against the signature).
@@ -57,6 +72,7 @@ from typing import Dict, Sequence
 
 import tensorflow as tf
 
+from deeplesion_tf.data import checks
 from deeplesion_tf.data import detector_pipeline
 from deeplesion_tf.data import hu_windows
 
@@ -75,6 +91,13 @@ PIXEL_SPACING = "pixel_spacing"
 OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes",
            "detection_class_names", "num_detections", "detection_diameters_px")
 SPACING_OUTPUTS = ("detection_boxes_mm", "detection_diameters_mm")
+
+# The smallest side of a returned box, pixels of the input slice (module docstring).
+MIN_BOX_SIDE_PX = 1.0
+# `box_contrast` at or below which a box holds one value (module docstring); float32
+# rounding of the resize gives ~1e-7, a 1 HU edge in a 100 x 100 px box ~1e-5.
+EMPTY_BOX_CONTRAST = 1e-6
+_MIN_SIDE = checks.MIN_SLICE_SIDE_PX
 
 _PNG_HEADER_BYTES = 26  # signature (8), IHDR length and type (8), width, height, depth, colour
 _PNG_SIGNATURE = (137, 80, 78, 71, 13, 10, 26, 10)
@@ -106,6 +129,83 @@ def estimate_diameters(boxes: tf.Tensor, box_padding_px: float, spacing=None) ->
     return tf.stack([tf.reduce_max(extent, axis=-1), tf.reduce_min(extent, axis=-1)], axis=-1)
 
 
+def _box_sums(integral: tf.Tensor, first: tf.Tensor, last: tf.Tensor) -> tf.Tensor:
+    """Sums over `[first, last]` (inclusive rows, columns) of a map, from its integral image.
+
+    Args:
+      integral: `[B, H + 1, W + 1]` float64, `integral[b, y, x]` the sum of rows < y, columns < x.
+      first, last: `[B, D, 2]` int32 `(row, column)`; an empty range (last < first) sums to 0.
+    """
+    last = tf.maximum(last, first - 1)
+
+    def at(rows, columns):
+        return tf.gather_nd(integral, tf.stack([rows, columns], axis=-1), batch_dims=1)
+
+    return (at(last[..., 0] + 1, last[..., 1] + 1) - at(first[..., 0], last[..., 1] + 1)
+            - at(last[..., 0] + 1, first[..., 1]) + at(first[..., 0], first[..., 1]))
+
+
+def _integral(values: tf.Tensor) -> tf.Tensor:
+    """`[B, H, W]` -> `[B, H + 1, W + 1]` float64 integral image (float64: sums of 10^5 pixels)."""
+    summed = tf.cumsum(tf.cumsum(tf.cast(values, tf.float64), axis=1), axis=2)
+    return tf.pad(summed, [[0, 0], [1, 0], [1, 0]])
+
+
+def box_contrast(image: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
+    """Mean absolute difference of neighbouring pixels inside each box of an image.
+
+    Zero exactly where the box's pixels all hold one value (a blank slice, air
+    beyond the body under a soft-tissue window, the padding of the network
+    input); float32 rounding of the resize leaves about 1e-7.
+
+    Args:
+      image: `[B, H, W, C]` the network input (or any image); differences are
+        summed over the channels.
+      boxes: `[B, D, 4]` `[ymin, xmin, ymax, xmax]` pixels of `image`, pixel
+        centres at integers; the box holds the pixels whose centres it covers.
+
+    Returns:
+      `[B, D]` float32, >= 0; 0 for a box covering a single pixel or none.
+    """
+    shape = tf.shape(image)
+    vertical = tf.reduce_sum(tf.abs(image[:, 1:] - image[:, :-1]), axis=-1)  # [B, H - 1, W]
+    horizontal = tf.reduce_sum(tf.abs(image[:, :, 1:] - image[:, :, :-1]), axis=-1)  # [B, H, W - 1]
+    limit = tf.stack([shape[1] - 1, shape[2] - 1])
+    first = tf.clip_by_value(tf.cast(tf.math.ceil(boxes[..., :2]), tf.int32), 0, limit)
+    last = tf.clip_by_value(tf.cast(tf.math.floor(boxes[..., 2:]), tf.int32), 0, limit)
+    rows, columns = tf.unstack(tf.maximum(last - first, -1), axis=-1)  # pixels - 1
+    total = (_box_sums(_integral(vertical), first, last - [1, 0])
+             + _box_sums(_integral(horizontal), first, last - [0, 1]))
+    count = (tf.maximum(rows, 0) * tf.maximum(columns + 1, 0)
+             + tf.maximum(rows + 1, 0) * tf.maximum(columns, 0))
+    return tf.cast(tf.math.divide_no_nan(total, tf.cast(count, tf.float64)), tf.float32)
+
+
+def compact_detections(keep: tf.Tensor, rows: Dict[str, tf.Tensor]):
+    """Moves the kept rows of every image to the front, in their order; zeroes the rest.
+
+    Args:
+      keep: `[B, D]` bool, the rows to keep (False on padding rows too).
+      rows: tensors `[B, D, ...]` (numbers or strings), one row per detection.
+
+    Returns:
+      `(rows, num)`: each tensor with image b's kept rows first, in their
+      original (score) order, and its other rows 0 (numbers) or "" (strings);
+      `num` `[B]` int32 the kept rows per image.
+    """
+    # A stable sort on "dropped" puts the kept rows first without reordering them.
+    order = tf.argsort(tf.cast(tf.logical_not(keep), tf.int32), axis=1, stable=True)
+    num = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+    real = tf.sequence_mask(num, tf.shape(keep)[1])  # [B, D]
+    compacted = {}
+    for name, value in rows.items():
+        value = tf.gather(value, order, batch_dims=1)
+        mask = tf.reshape(real, tf.concat([tf.shape(real), tf.ones(
+            [tf.rank(value) - 2], tf.int32)], axis=0))
+        compacted[name] = tf.where(mask, value, tf.zeros_like(value))
+    return compacted, num
+
+
 def _guard(ok: tf.Tensor, message: list, passed, placeholder_shape, dtype) -> tf.Tensor:
     """`passed()` where `ok` holds, else fails with `InvalidArgumentError: message`.
 
@@ -131,10 +231,13 @@ class DetectorModule(tf.Module):
       image_size: `S` of training.
       windows: HU windows of training.
       box_padding_px: box padding of training (for the diameter estimate).
+      drop_empty_boxes: drop detections whose box holds a single value of the
+        key slice under every window (module docstring).
     """
 
     def __init__(self, model, class_names: Sequence[str], *, image_size: int,
-                 windows: Sequence[Sequence[float]], box_padding_px: float, name=None):
+                 windows: Sequence[Sequence[float]], box_padding_px: float,
+                 drop_empty_boxes: bool = True, name=None):
         super().__init__(name=name)
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model of "
@@ -143,6 +246,9 @@ class DetectorModule(tf.Module):
         self.image_size = int(image_size)
         self.windows = hu_windows.validate_windows(windows)
         self.box_padding_px = float(box_padding_px)
+        self.drop_empty_boxes = bool(drop_empty_boxes)
+        # The key slice under each window: channel 3 k + 1 (`apply_windows` is window-major).
+        self._key_channels = [3 * k + 1 for k in range(len(self.windows))]
         self.class_names = tuple(str(n) for n in class_names)
         # Index 0 is the padding class.
         self._names_with_padding = tf.constant(("",) + self.class_names, tf.string)
@@ -161,8 +267,9 @@ class DetectorModule(tf.Module):
         shape = tf.shape(images)
         images = _guard(shape[0] > 0, [f"{IMAGES}: empty batch; got shape", shape],
                         lambda: images, [0, 0, 0, 3], tf.float32)
-        images = _guard(tf.logical_and(shape[1] > 0, shape[2] > 0),
-                        [f"{IMAGES}: slices of no pixels; got shape", shape],
+        images = _guard(tf.logical_and(shape[1] >= _MIN_SIDE, shape[2] >= _MIN_SIDE),
+                        [f"{IMAGES}: slices must be at least {_MIN_SIDE} px per side "
+                         "(height and width); got shape", shape],
                         lambda: images, [0, 0, 0, 3], tf.float32)
         return _guard(tf.reduce_all(tf.math.is_finite(images)),
                       [f"{IMAGES}: HU must be finite (found NaN or Inf)"],
@@ -210,12 +317,21 @@ class DetectorModule(tf.Module):
         flat = _guard(tf.reduce_all(is_16_bit_gray), [
             f"{PNG_SLICES}: PNGs must be 16-bit grayscale of HU + 32768; bit depth and colour "
             "type of each PNG:", header[:, 24], header[:, 25]], lambda: flat, [0], tf.string)
+        flat = _guard(tf.reduce_all(tf.logical_and(height >= _MIN_SIDE, width >= _MIN_SIDE)), [
+            f"{PNG_SLICES}: slices must be at least {_MIN_SIDE} px per side; heights, widths:",
+            height, width], lambda: flat, [0], tf.string)
         one_size = tf.logical_and(tf.reduce_all(tf.equal(width, width[0])),
                                   tf.reduce_all(tf.equal(height, height[0])))
 
+        def decode_one(data):
+            # TensorFlow's "Invalid PNG data" names only the node: this scope
+            # puts the input's name in it.
+            with tf.name_scope(f"{PNG_SLICES}_decode"):
+                return tf.io.decode_png(data, channels=1, dtype=tf.uint16)
+
         def decode():
-            stored = tf.map_fn(lambda data: tf.io.decode_png(data, channels=1, dtype=tf.uint16),
-                               flat, fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint16))
+            stored = tf.map_fn(decode_one, flat,
+                               fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint16))
             hu = hu_windows.hu_from_stored(stored)  # [B * 3, H, W, 1]
             hu = tf.reshape(hu, tf.stack([-1, 3, height[0], width[0]]))
             return tf.transpose(hu, [0, 2, 3, 1])
@@ -249,16 +365,26 @@ class DetectorModule(tf.Module):
         width = tf.cast(tf.shape(hu)[2], tf.float32)
         image, scale = self._network_input(hu)
         detections = self.model(image, training=False)
-        num = tf.cast(detections["num_detections"], tf.int32)
-        real = tf.sequence_mask(num, tf.shape(detections["scores"])[1])  # [B, D]
+        real = tf.sequence_mask(tf.cast(detections["num_detections"], tf.int32),
+                                tf.shape(detections["scores"])[1])  # [B, D]
         boxes = detector_pipeline.boxes_to_original(detections["boxes"], scale)
         boxes = tf.clip_by_value(boxes, 0.0, tf.stack([height - 1.0, width - 1.0] * 2))
-        boxes = tf.where(real[..., tf.newaxis], boxes, 0.0)
-        classes = tf.where(real, tf.cast(detections["classes"], tf.int32), 0)
+        sides = boxes[..., 2:] - boxes[..., :2]  # [B, D, 2] (rows, columns)
+        keep = tf.logical_and(real, tf.reduce_all(sides >= MIN_BOX_SIDE_PX, axis=-1))
+        if self.drop_empty_boxes:
+            contrast = box_contrast(tf.gather(image, self._key_channels, axis=-1),
+                                    tf.cast(detections["boxes"], tf.float32))
+            keep = tf.logical_and(keep, contrast > EMPTY_BOX_CONTRAST)
+        rows, num = compact_detections(keep, {
+            "boxes": boxes, "scores": tf.cast(detections["scores"], tf.float32),
+            "classes": tf.cast(detections["classes"], tf.int32)})
+        boxes, classes = rows["boxes"], rows["classes"]
+        real = tf.sequence_mask(num, tf.shape(keep)[1])
         outputs = {
             "detection_boxes": boxes,
-            "detection_scores": tf.where(real, tf.cast(detections["scores"], tf.float32), 0.0),
+            "detection_scores": rows["scores"],
             "detection_classes": classes,
+            # Padded rows have class 0, the name "".
             "detection_class_names": tf.gather(self._names_with_padding, classes),
             "num_detections": num,
             "detection_diameters_px": tf.where(real[..., tf.newaxis], estimate_diameters(
