@@ -31,7 +31,7 @@ from deeplesion_tf.data import skips
 SIZE = 32
 _FAST = settings(max_examples=60, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow])
-_SLOW = settings(max_examples=1500, deadline=None,
+_SLOW = settings(max_examples=600, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow])
 
 NUMERIC = ("RescaleSlope", "RescaleIntercept", "PixelSpacing", "WindowCenter", "WindowWidth",

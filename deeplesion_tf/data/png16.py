@@ -115,8 +115,8 @@ def decode_hu(data: bytes) -> np.ndarray:
     if not is_hu_png(header):
         raise ValueError(f"a PNG of bit depth {header.bit_depth} and colour type "
                          f"{header.color_type}; expected 16-bit grayscale of HU + 32768")
-    _check_chunks(data)
     try:
+        _check_chunks(data)
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
         with Image.open(io.BytesIO(data)) as image:
