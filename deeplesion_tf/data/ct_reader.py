@@ -157,16 +157,6 @@ def header_geometry(ds: pydicom.Dataset) -> Tuple[Optional[float], Optional[int]
     return position, number, tuple(ignored)
 
 
-def slice_position(ds: pydicom.Dataset) -> Optional[float]:
-    """Patient z of a slice: ImagePositionPatient, else SliceLocation, else None."""
-    return header_geometry(ds)[0]
-
-
-def instance_number(ds: pydicom.Dataset) -> Optional[int]:
-    """InstanceNumber, or None where it is absent, empty or not a whole number."""
-    return header_geometry(ds)[1]
-
-
 def _required(ds: pydicom.Dataset, name: str, keyword: str, parse):
     value = _present(ds, keyword)
     if value is None:
@@ -205,10 +195,14 @@ def _check_ct(ds: pydicom.Dataset, name: str) -> _Rescale:
     try:
         frames = _count(ds, "NumberOfFrames", 1)
         samples = _count(ds, "SamplesPerPixel", 1)
-        checks.slice_size(_required(ds, name, "Rows", checks.integer),
-                          _required(ds, name, "Columns", checks.integer), "Rows x Columns")
     except checks.InvalidValue as e:
-        raise CTReadError(name, str(e), TOO_SMALL if "minimum" in e.why else INVALID_VALUE) from e
+        raise CTReadError(name, str(e), INVALID_VALUE) from e
+    rows = _required(ds, name, "Rows", checks.integer)
+    columns = _required(ds, name, "Columns", checks.integer)
+    try:
+        checks.slice_size(rows, columns, "Rows x Columns")
+    except checks.InvalidValue as e:
+        raise CTReadError(name, str(e), TOO_SMALL) from e
     if frames != 1:
         raise CTReadError(name, f"is a multi-frame image ({frames} frames); "
                           "expected one slice per file", UNSUPPORTED)

@@ -79,9 +79,11 @@ class SeriesTask:
 
 @dataclasses.dataclass(frozen=True)
 class Instance:
-    """What the header of one DICOM file says (`path` is absolute)."""
+    """What the header of one DICOM file says (`path` is absolute; `real_path` with
+    symbolic links resolved, which identifies the file)."""
 
     path: str
+    real_path: str
     sop_instance_uid: str
     series_instance_uid: str
     study_instance_uid: str
@@ -190,10 +192,14 @@ def read_bookmarks(csv_path: epath.PathLike) -> Tuple[List[BookmarkRow], List[sk
     return rows, skipped
 
 
-def _inside(root: epath.PathLike, path: epath.PathLike) -> bool:
-    """Whether `path`, symbolic links resolved, lies under `root`."""
-    real_root = os.path.realpath(os.fspath(root))
-    return os.path.commonpath([real_root, os.path.realpath(os.fspath(path))]) == real_root
+def _real(path: epath.PathLike) -> str:
+    """`path` with symbolic links resolved."""
+    return os.path.realpath(os.fspath(path))
+
+
+def _inside(real_root: str, real_path: str) -> bool:
+    """Whether a resolved path lies under the resolved root."""
+    return os.path.commonpath([real_root, real_path]) == real_root
 
 
 def plan_tasks(root: epath.PathLike, rows: Iterable[BookmarkRow], salt: str
@@ -203,14 +209,17 @@ def plan_tasks(root: epath.PathLike, rows: Iterable[BookmarkRow], salt: str
     Reads the header of every key slice once. Rows whose key slice has no
     readable header are grouped by folder; they end as skips naming the reason.
     """
+    real_root = _real(root)
     headers: Dict[str, Optional[Instance]] = {}
     groups: Dict[tuple, List[BookmarkRow]] = collections.defaultdict(list)
     patients: Dict[tuple, str] = {}
     for row in rows:
         if row.relative_path not in headers:
             path = epath.Path(root) / row.relative_path
+            real_path = _real(path)
             headers[row.relative_path] = (
-                _read_header(path) if row.relative_path and _inside(root, path) else None)
+                _read_header(path, real_path)
+                if row.relative_path and _inside(real_root, real_path) else None)
         instance = headers[row.relative_path]
         folder = posixpath.dirname(row.relative_path)
         group = (("series", instance.series_instance_uid) if instance is not None
@@ -224,14 +233,14 @@ def plan_tasks(root: epath.PathLike, rows: Iterable[BookmarkRow], salt: str
     return sorted(tasks, key=lambda t: (t.directories, t.bookmarks[0].row_number))
 
 
-def _read_header(path: epath.Path) -> Optional[Instance]:
+def _read_header(path: epath.Path, real_path: str) -> Optional[Instance]:
     try:
         with path.open("rb") as f:
             ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
         uid = str(ds.get("SOPInstanceUID", "") or "")
         position, number, ignored = ct_reader.header_geometry(ds)
         instance = Instance(
-            path=str(path), sop_instance_uid=uid,
+            path=str(path), real_path=real_path, sop_instance_uid=uid,
             series_instance_uid=str(ds.get("SeriesInstanceUID", "") or ""),
             study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
             patient_id=str(ds.get("PatientID", "") or "").strip(),
@@ -247,14 +256,16 @@ def index_directories(root: epath.PathLike, directories: Sequence[str]) -> Dict[
     A file that resolves outside `root` (a symbolic link) is not indexed; of two
     files with one SOPInstanceUID (a copy), the first in path order is kept.
     """
+    real_root = _real(root)
     index = {}
     for directory in directories:
         folder = epath.Path(root) / directory if directory else epath.Path(root)
-        if not folder.is_dir() or not _inside(root, folder):
+        if not folder.is_dir() or not _inside(real_root, _real(folder)):
             continue
         for path in sorted(folder.iterdir()):
-            if path.is_file() and _inside(root, path):
-                instance = _read_header(path)
+            real_path = _real(path)
+            if path.is_file() and _inside(real_root, real_path):
+                instance = _read_header(path, real_path)
                 if instance is not None:
                     index.setdefault(instance.sop_instance_uid, instance)
     return index
@@ -282,8 +293,8 @@ def _slice_interval(members: Sequence[Instance], fallback: Optional[float]) -> f
     return float(fallback) if fallback else math.nan
 
 
-def _locate(root: epath.PathLike, rows: Sequence[BookmarkRow], index: Dict[str, Instance]
-            ) -> Union[Instance, skips.Skip]:
+def _locate(root: epath.PathLike, real_root: str, rows: Sequence[BookmarkRow],
+            index: Dict[str, Instance]) -> Union[Instance, skips.Skip]:
     """Finds the key slice of bookmarks that share an instance, or says why not."""
     first = rows[0]
     where = f"{first.relative_path} (bookmark row {first.row_number})"
@@ -292,13 +303,13 @@ def _locate(root: epath.PathLike, rows: Sequence[BookmarkRow], index: Dict[str, 
     path = epath.Path(root) / first.relative_path
     if not first.relative_path or not path.exists():
         return skips.Skip(skips.MISSING_FILE, len(rows), f"{where}: no such file")
-    if not _inside(root, path):
+    real_path = _real(path)
+    if not _inside(real_root, real_path):
         return skips.Skip(skips.OUTSIDE_MANUAL_DIR, len(rows),
                           f"{where}: resolves outside the manual_dir (a symbolic link)")
     if not first.sop_instance_uid:  # A row that gives only the path: the file decides.
-        resolved = os.path.realpath(os.fspath(path))
         for instance in index.values():
-            if os.path.realpath(instance.path) == resolved:
+            if instance.real_path == real_path:
                 return instance
     try:
         with path.open("rb") as f:
@@ -362,6 +373,7 @@ def process_series(
       with a neighbour replaced by the key slice.
     """
     index = index_directories(root, task.directories)
+    real_root = _real(root)
     by_instance: Dict[str, List[BookmarkRow]] = collections.defaultdict(list)
     for row in task.bookmarks:
         by_instance[row.sop_instance_uid or row.relative_path].append(row)
@@ -371,11 +383,11 @@ def process_series(
     # paths) are one key slice: grouped by the resolved file.
     by_file: Dict[str, Tuple[Instance, List[BookmarkRow]]] = {}
     for rows in by_instance.values():
-        located = _locate(root, rows, index)
+        located = _locate(root, real_root, rows, index)
         if isinstance(located, skips.Skip):
             outcomes.append(located)
             continue
-        by_file.setdefault(os.path.realpath(located.path), (located, []))[1].extend(rows)
+        by_file.setdefault(located.real_path, (located, []))[1].extend(rows)
 
     png_cache: Dict[str, bytes] = {}
 

@@ -41,6 +41,13 @@ def is_hu_png(header: PngHeader) -> bool:
     return header.bit_depth == 16 and header.color_type == GRAYSCALE
 
 
+def require_hu_png(header: PngHeader) -> None:
+    """Raises ValueError, naming bit depth and colour type, unless `is_hu_png(header)`."""
+    if not is_hu_png(header):
+        raise ValueError(f"a PNG of bit depth {header.bit_depth} and colour type "
+                         f"{header.color_type}; expected 16-bit grayscale of HU + 32768")
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return (struct.pack(">I", len(data)) + kind + data
             + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
@@ -102,19 +109,18 @@ def _check_chunks(data: bytes) -> None:
 def decode_hu(data: bytes) -> np.ndarray:
     """Decodes a 16-bit PNG of HU + 32768 to `[rows, columns]` float32 HU, in full.
 
-    Every chunk's CRC is checked and the image data decompressed completely
-    (Pillow's `verify`, then `load`), so that a PNG with an intact header over
-    corrupt or truncated data is refused here rather than when a later reader
-    (TensorFlow's `decode_png`, which checks the same) meets it.
+    Every chunk's length and CRC is checked through IEND (`_check_chunks`, then
+    Pillow's `verify`) and the image data decompressed completely (`load`), so
+    that a PNG with an intact header over corrupt or truncated data is refused
+    here rather than when a later reader (TensorFlow's `decode_png`, which
+    checks the same) meets it.
 
     Raises:
       ValueError: not a PNG, not 16-bit grayscale, or its data does not decode;
         the message says which.
     """
     header = read_header(data)
-    if not is_hu_png(header):
-        raise ValueError(f"a PNG of bit depth {header.bit_depth} and colour type "
-                         f"{header.color_type}; expected 16-bit grayscale of HU + 32768")
+    require_hu_png(header)
     try:
         _check_chunks(data)
         with Image.open(io.BytesIO(data)) as image:

@@ -138,9 +138,7 @@ def _read_png(path: str) -> np.ndarray:
     with open(path, "rb") as f:
         data = f.read()
     header = png16.read_header(data)
-    if not png16.is_hu_png(header):
-        raise ValueError(f"a PNG of bit depth {header.bit_depth} and colour type "
-                         f"{header.color_type}; expected 16-bit grayscale of HU + 32768")
+    png16.require_hu_png(header)
     checks.slice_size(header.height, header.width, "PNG height x width")
     return png16.decode_hu(data)
 

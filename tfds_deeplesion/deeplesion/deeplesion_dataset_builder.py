@@ -370,7 +370,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # --- Skip accounting ------------------------------------------------------------
 
     def _record(self, events, split: str = None) -> None:
-        events = [e for e in events if isinstance(e, (skips.Skip, skips.Repair))]
         self._counts = skips.tally(events, self._counts)
         if split is not None:
             self._split_counts[split] = skips.tally(events, self._split_counts.get(split))
