@@ -59,7 +59,7 @@ def test_report_montages_plot_and_flags(run):
     assert (run / "cluster_names.csv").read_text().startswith("cluster,name\n1,AA")
 
 
-def test_pooled_block_features_and_standardization_flags(tmp_path_factory):
+def test_pooled_block_features_of_an_ensemble_choose_k_by_agreement(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds_pooled")
     tfds_helpers.build("pacs", data_dir, manual_dir=dummy.DUMMY_DIR)
     out = tmp_path_factory.mktemp("categorize_pooled")
@@ -69,28 +69,50 @@ def test_pooled_block_features_and_standardization_flags(tmp_path_factory):
          "--patch_size=32", "--width_multiplier=0.125", "--fc_units=16", "--k=2,3",
          "--max_iterations=1", "--epochs=1", "--batch_size=4", "--padding_px=60",
          "--feature_layer=block2", "--feature_normalization=standardize",
-         "--k_criterion=bic"],
+         "--ensemble_size=3", "--mirror", "--k_criterion=agreement"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["feature_layer"] == "block2"
     assert report["settings"]["feature_normalization"] == "standardize"
-    # k is the one with the lowest BIC of the first (only) iteration.
-    assert report["settings"]["k_criterion"] == "bic"
-    bic = report["iterations"][0]["k_scores"]["bic"]
-    assert report["final_k"] == int(min(bic, key=bic.get))
+    assert report["settings"]["mirror"] is True
+    # k is the one the members agree on best in the first (only) iteration; the
+    # criteria of kmeans are kept beside it for the audit.
+    scores = report["iterations"][0]["k_scores"]
+    agreement = scores["agreement"]
+    assert report["final_k"] == int(max(agreement, key=lambda k: (agreement[k], -int(k))))
+    assert set(scores) >= {"agreement", "agreement_standard_error", "pairwise_ari", "bic",
+                           "silhouette"}
+    assert all(0.0 <= v <= 1.0 for v in agreement.values())
+    choice = report["k_choice"]
+    assert choice["criterion"] == "agreement" and choice["k"] == report["final_k"]
+    assert choice["runner_up"] == 5 - report["final_k"]  # The other of 2 and 3.
+    assert choice["at_edge"]  # With k = 2, 3 both are edges.
+    # One iteration cannot converge, and the edge is named too.
+    assert any("did not converge" in w for w in report["warnings"])
+    assert any("edge of the k tried" in w for w in report["warnings"])
+    assert (out / "k_selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "pseudo_labels.csv", newline="") as f:
         clusters = [int(r["cluster"]) for r in csv.DictReader(f)]
     assert len(clusters) == report["num_lesions"]
     assert set(clusters) == set(range(1, report["final_k"] + 1))
-    assert "--feature_normalization=standardize" in (out / "flags.txt").read_text()
-    assert "--k_criterion=bic" in (out / "flags.txt").read_text()
-    # An unknown layer is refused by the flag, before any work.
+    flags_text = (out / "flags.txt").read_text()
+    assert "--ensemble_size=3" in flags_text and "--k_criterion=agreement" in flags_text
+    # An unknown layer is refused by the flag, before any work; so is agreement
+    # without an ensemble, and an ensemble of identical pretrained networks.
     refused = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bin" / "categorize_lesions"),
          f"--output_dir={out}", "--feature_layer=block6"],
         capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "feature_layer" in refused.stderr
+    for bad, message in ((["--k_criterion=agreement"], "set --ensemble_size to 2"),
+                         (["--ensemble_size=2", "--weights=imagenet"], "would all be the same")):
+        refused = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "bin" / "categorize_lesions"),
+             f"--data_dir={data_dir}", "--dataset=deeplesion/pacs",
+             f"--output_dir={tmp_path_factory.mktemp('refused')}"] + bad,
+            capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and message in refused.stderr, refused.stderr[-2000:]
 
 
 def test_a_dataset_that_is_not_built_stops_it_before_anything_is_written(tmp_path):

@@ -59,3 +59,40 @@ def test_loop_finds_the_kinds_and_converges():
     assert result.converged and len(result.iterations) == 2
     assert result.iterations[1].purity == 1.0 and result.iterations[1].nmi == pytest.approx(1.0)
     assert set(first.k_scores["silhouette"]) == {2, 3, 4, 5}
+
+
+def test_an_ensemble_chooses_k_by_agreement_and_fine_tunes_every_member():
+    patches, kinds, ids = _patches()
+    models = []
+    for member in range(3):
+        tf.keras.utils.set_random_seed(member)
+        models.append(vgg16_features.build_vgg16(input_size=32, width_multiplier=1 / 4,
+                                                 fc_units=64, name=f"vgg16_{member}"))
+    before = [m.get_layer("block1_conv1").get_weights()[0].copy() for m in models]
+    settings = loop.LoopSettings(feature_layer="block1", feature_normalization="standardize",
+                                 k_values=(2, 3, 4, 5), k_criterion="agreement",
+                                 max_iterations=1, epochs=1, batch_size=8, mirror=True, seed=0)
+    result = loop.run(models, patches, settings)
+    first = result.iterations[0]
+    assert first.k == 3 and agreement.purity(kinds, result.labels) == 1.0
+    assert first.k_scores["agreement"][3] == max(first.k_scores["agreement"].values())
+    assert set(first.k_scores["agreement_standard_error"]) == {2, 3, 4, 5}
+    # Every member was fine-tuned (its first convolution moved).
+    assert all(not np.array_equal(b, m.get_layer("block1_conv1").get_weights()[0])
+               for b, m in zip(before, models))
+    with pytest.raises(ValueError, match="at least 2 networks"):
+        loop.run(models[0], patches, settings)
+
+
+def test_with_agreement_later_iterations_keep_the_first_iterations_k():
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(3), 20)
+    latent = rng.normal(0, 8, (3, 4))[truth] + rng.normal(0, 1, (60, 4))
+    members = [latent @ rng.normal(0, 1, (4, 6)) for _ in range(3)]
+    settings = loop.LoopSettings(feature_normalization="standardize", k_values=(2, 3, 4, 5),
+                                 k_criterion="agreement", seed=0)
+    k, labels, scores = loop._cluster(members, settings, iteration=1)
+    assert k == 3 and agreement.purity(truth, labels) == 1.0
+    assert set(scores) >= {"agreement", "agreement_standard_error", "pairwise_ari", "bic"}
+    k, labels, scores = loop._cluster(members, settings, iteration=2, fixed_k=4)
+    assert k == 4 and scores == {} and sorted(set(labels.tolist())) == [0, 1, 2, 3]

@@ -59,11 +59,14 @@ normalisation and PCA; BIC on its top `bic_dims` principal components, because
 a full covariance in 64 dims would need more items per cluster than a few
 hundred lesions give).
 
-BIC decides the CPU quickstart (configs/categorize_quickstart.flags): on the
-pooled block1 features of the synthetic PACS silhouette, Calinski-Harabasz and
-Davies-Bouldin all chose k=3-4, merging liver with the abdominal lesions, while
-BIC on 8 components chose k=5-6 for three network initialisations (6 and 10
-components gave 4-6; benchmarks/BENCHMARKS.md has the per-k scores).
+On the pooled block1 features of the synthetic PACS silhouette,
+Calinski-Harabasz and Davies-Bouldin all chose k=3-4, merging liver with the
+abdominal lesions, while BIC on 8 components chose k=5-6 on the default
+100-patient PACS. BIC decided the CPU quickstart until its penalty, which grows
+with the number of lesions, was seen to drift with the PACS size (k = 3 at 40
+patients, 10 at 300); the quickstart now chooses k by the agreement of an
+ensemble of networks (`member_agreement`), and these scores stay in its report
+for the audit (benchmarks/BENCHMARKS.md, "Categorizer across PACS draws").
 
 Determinism: the same `seed` gives the same subsample, PCA basis, k-means seeding
 and therefore the same labels.
@@ -168,7 +171,7 @@ def _prepare(features, pca_dims: int | None, seed: int,
     # no k-means partition, so there is nothing to gain from the SVD.
     if pca_dims is None or pca_dims >= min(unit.shape):
         return _Prepared(unit, unit)
-    logging.info("PCA %d -> %d dims on %d items", unit.shape[1], pca_dims, unit.shape[0])
+    logging.debug("PCA %d -> %d dims on %d items", unit.shape[1], pca_dims, unit.shape[0])
     reduced = PCA(n_components=pca_dims, svd_solver="randomized",
                   random_state=seed).fit_transform(unit)
     return _Prepared(unit, reduced)

@@ -8,6 +8,13 @@ fresh random 75/10/15 split and report top-1 accuracy on the 15% test part. The
 loop stops when purity and NMI against the previous iteration both reach their
 thresholds, or after `max_iterations`.
 
+The network may be an ensemble: several VGG16s (members, e.g. differently
+initialised random networks), whose features are concatenated for k-means and
+each of which is fine-tuned on the same cluster labels. With the "agreement"
+criterion k is the number of clusters the members agree on best
+(`member_agreement`), chosen on the first iteration, while the members are
+still independent random networks, and kept for the later ones.
+
 Patches are a `tf.data.Dataset` of unbatched `{"patch": [S, S, 3], "lesion_id":
 string}` (see `deeplesion_tf.data.patch_pipeline`), read in the same order every
 time; it should be cached by the caller.
@@ -16,7 +23,7 @@ time; it should be cached by the caller.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -25,7 +32,12 @@ from absl import logging
 
 from deeplesion_tf.categorize import agreement
 from deeplesion_tf.categorize import kmeans
+from deeplesion_tf.categorize import member_agreement
 from deeplesion_tf.categorize import vgg16_features
+
+# Criteria that choose k: those of `kmeans` on the concatenated features, and the
+# members' agreement (needs an ensemble of two or more networks).
+CRITERIA = kmeans.CRITERIA + (member_agreement.AGREEMENT,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +50,8 @@ class LoopSettings:
       feature_normalization: how k-means normalises the features, one of
         `kmeans.NORMALIZATIONS` ("l2" for FC6/FC7, "standardize" for pooled blocks).
       k_values: the k tried by model selection; a single value fixes k.
-      k_criterion: the score that chooses k, one of `kmeans.CRITERIA`
-        ("silhouette", the default; "bic" for the CPU quickstart's pooled blocks).
+      k_criterion: the score that chooses k, one of `CRITERIA` ("silhouette", the
+        default; "agreement" for the CPU quickstart's ensemble of random networks).
       max_iterations: iterations at most.
       purity_threshold: purity against the previous iteration needed to stop.
       nmi_threshold: NMI against the previous iteration needed to stop.
@@ -47,6 +59,8 @@ class LoopSettings:
       batch_size: patches per fine-tuning step (global, over all replicas).
       learning_rate: SGD learning rate (momentum 0.9, as the paper's detector).
       split_fractions: train / validation / test fractions of each iteration's split.
+      mirror: features are the mean of the patch's and its left-right mirror's
+        (a lesion's category does not depend on the body side it is on).
       seed: seeds the splits, k-means and the new classifier layers.
     """
 
@@ -61,6 +75,7 @@ class LoopSettings:
     batch_size: int = 16
     learning_rate: float = 1e-3
     split_fractions: Tuple[float, float, float] = (0.75, 0.10, 0.15)
+    mirror: bool = False
     seed: int = 0
 
 
@@ -69,7 +84,7 @@ class IterationReport(NamedTuple):
 
     iteration: int
     k: int
-    k_scores: Dict[int, Dict[str, float]]
+    k_scores: Dict[str, Dict[int, float]]
     cluster_sizes: List[int]
     purity: Optional[float]   # against the previous iteration; None on the first
     nmi: Optional[float]
@@ -116,27 +131,46 @@ def _subset(patches: tf.data.Dataset, labels: np.ndarray, indices: np.ndarray) -
             .map(lambda i, element: (element["patch"], tf.gather(labels, i))))
 
 
-def _cluster(features: np.ndarray, settings: LoopSettings, iteration: int):
+def _cluster(members: List[np.ndarray], settings: LoopSettings, iteration: int,
+             fixed_k: Optional[int] = None):
+    """k, labels and `{criterion: {k: score}}` of one iteration (features: one array per member).
+
+    `fixed_k` (or a single value in `settings.k_values`) skips model selection.
+    """
     seed = settings.seed + iteration
-    if len(settings.k_values) == 1:
-        k = settings.k_values[0]
-        labels, _ = kmeans.cluster(features, k, seed=seed,
-                                   normalization=settings.feature_normalization)
+    features = np.concatenate(members, axis=1)
+    normalization = settings.feature_normalization
+    if fixed_k is not None or len(settings.k_values) == 1:
+        k = fixed_k if fixed_k is not None else settings.k_values[0]
+        labels, _ = kmeans.cluster(features, k, seed=seed, normalization=normalization)
         return k, np.asarray(labels), {}
+    by_agreement = settings.k_criterion == member_agreement.AGREEMENT
+    # The criteria of kmeans are computed in every case, to be audited in the report.
     selection = kmeans.select_k(features, settings.k_values, seed=seed,
-                                criterion=settings.k_criterion,
-                                normalization=settings.feature_normalization)
-    return selection.k, np.asarray(selection.labels), dict(selection.scores)
+                                criterion=kmeans.BIC if by_agreement else settings.k_criterion,
+                                normalization=normalization)
+    scores = dict(selection.scores)
+    if not by_agreement:
+        return selection.k, np.asarray(selection.labels), scores
+    agreement_by_k = member_agreement.member_agreement(members, settings.k_values, seed=seed,
+                                                       normalization=normalization)
+    scores[member_agreement.AGREEMENT] = agreement_by_k.mean
+    scores[member_agreement.AGREEMENT + "_standard_error"] = agreement_by_k.standard_error
+    scores[member_agreement.PAIRWISE_ARI] = agreement_by_k.pairwise_ari
+    k = member_agreement.best_k(agreement_by_k)
+    return k, np.asarray(agreement_by_k.labels[k]), scores
 
 
 def _fine_tune(model: keras.Model, patches: tf.data.Dataset, labels: np.ndarray, k: int,
-               settings: LoopSettings, iteration: int, strategy: tf.distribute.Strategy
-               ) -> Tuple[float, float, float]:
+               settings: LoopSettings, iteration: int, strategy: tf.distribute.Strategy,
+               member: int = 0) -> Tuple[float, float, float]:
     train, val, test = split_indices(len(labels), settings.split_fractions,
                                      seed=settings.seed * 1000 + iteration)
     batch = settings.batch_size
     with strategy.scope():
-        keras.utils.set_random_seed(settings.seed * 1000 + iteration)
+        # Each member gets its own classifier initialisation; member 0 keeps the
+        # seeds of a single network.
+        keras.utils.set_random_seed(settings.seed * 1000 + iteration + 100_000 * member)
         classifier = vgg16_features.with_new_classifier(model, k)
         classifier.compile(
             optimizer=keras.optimizers.SGD(settings.learning_rate, momentum=0.9),
@@ -149,13 +183,15 @@ def _fine_tune(model: keras.Model, patches: tf.data.Dataset, labels: np.ndarray,
     return float(history.history["loss"][-1]), float(val_accuracy), float(test_accuracy)
 
 
-def run(model: keras.Model, patches: tf.data.Dataset, settings: LoopSettings,
-        strategy: Optional[tf.distribute.Strategy] = None) -> CategorizerResult:
+def run(models: Union[keras.Model, Sequence[keras.Model]], patches: tf.data.Dataset,
+        settings: LoopSettings, strategy: Optional[tf.distribute.Strategy] = None
+        ) -> CategorizerResult:
     """Runs the loop until the clusters converge or `max_iterations` pass.
 
     Args:
-      model: VGG16 from `vgg16_features.build_vgg16`, built under `strategy.scope()`;
-        it is fine-tuned in place.
+      models: VGG16 from `vgg16_features.build_vgg16`, or an ensemble of them (a
+        sequence), built under `strategy.scope()`; fine-tuned in place. The
+        reported losses and accuracies are the members' means.
       patches: the lesion patches (see the module docstring).
       settings: a `LoopSettings`.
       strategy: the `tf.distribute` strategy; the default strategy when None.
@@ -164,21 +200,37 @@ def run(model: keras.Model, patches: tf.data.Dataset, settings: LoopSettings,
       A `CategorizerResult`.
     """
     strategy = strategy or tf.distribute.get_strategy()
+    models = [models] if isinstance(models, keras.Model) else list(models)
+    if settings.k_criterion == member_agreement.AGREEMENT and len(models) < 2:
+        raise ValueError("k_criterion 'agreement' needs an ensemble of at least 2 networks, "
+                         f"got {len(models)}")
     reports: List[IterationReport] = []
     previous: Optional[np.ndarray] = None
     converged = False
     lesion_ids: List[str] = []
     labels = np.zeros(0, int)
     for iteration in range(1, settings.max_iterations + 1):
-        extractor = vgg16_features.feature_extractor(model, settings.feature_layer)
-        features, lesion_ids = vgg16_features.extract_features(extractor, patches)
-        k, labels, k_scores = _cluster(features, settings, iteration)
+        members = []
+        for model in models:
+            extractor = vgg16_features.feature_extractor(model, settings.feature_layer)
+            features, lesion_ids = vgg16_features.extract_features(extractor, patches,
+                                                                   mirror=settings.mirror)
+            members.append(features)
+        # The members' agreement tells k only while they are independent views: once
+        # every member is fine-tuned on the same clusters they agree on those
+        # (on the default PACS, seed 1 went from k = 5 to k = 3 after one round).
+        # So with that criterion k is chosen on the first iteration's random
+        # networks and kept; the later iterations refine the clusters.
+        fixed_k = (reports[0].k if reports and settings.k_criterion == member_agreement.AGREEMENT
+                   else None)
+        k, labels, k_scores = _cluster(members, settings, iteration, fixed_k)
         purity = nmi = None
         if previous is not None:
             purity = agreement.purity(previous, labels)
             nmi = agreement.nmi(previous, labels)
-        loss, val_accuracy, test_accuracy = _fine_tune(model, patches, labels, k, settings,
-                                                       iteration, strategy)
+        loss, val_accuracy, test_accuracy = np.mean(
+            [_fine_tune(model, patches, labels, k, settings, iteration, strategy, member)
+             for member, model in enumerate(models)], axis=0).tolist()
         reports.append(IterationReport(
             iteration=iteration, k=k, k_scores=k_scores,
             cluster_sizes=np.bincount(labels, minlength=k).tolist(), purity=purity, nmi=nmi,

@@ -4,7 +4,10 @@
   pseudo_labels.csv   `lesion_id,cluster` (clusters numbered from 1; 0 is the
                       detector's background class)
   report.json         settings, k-selection scores, per-iteration purity, NMI,
-                      accuracies and cluster sizes, convergence
+                      accuracies and cluster sizes, convergence; how sure the
+                      last choice of k was (`k_choice`) and `warnings`
+  k_selection.png     the criterion per k at every iteration (with its
+                      standard error for the members' agreement)
   montage_cluster_<c>.png   a grid of the cluster's patches, for a radiologist to
                       name the cluster (the paper's 800-patch review)
   metrics.png         purity, NMI and test accuracy over the iterations
@@ -25,7 +28,9 @@ matplotlib.use("Agg")  # Files only; no display on servers.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from deeplesion_tf.categorize import confidence  # noqa: E402
 from deeplesion_tf.categorize import loop  # noqa: E402
+from deeplesion_tf.categorize import member_agreement  # noqa: E402
 
 
 def write_pseudo_labels(path: str, lesion_ids: Sequence[str], labels: np.ndarray) -> None:
@@ -59,6 +64,13 @@ def read_names(path: str) -> Dict[int, str]:
 def write_report(path: str, result: loop.CategorizerResult, settings: loop.LoopSettings,
                  extra: Optional[dict] = None) -> dict:
     """report.json; returns what it wrote."""
+    # The last iteration that chose k (with the agreement criterion, the first).
+    chose = [r for r in result.iterations if r.k_scores.get(settings.k_criterion)]
+    choice = (confidence.k_choice(chose[-1].k_scores, settings.k_criterion, chose[-1].k,
+                                  settings.k_values)
+              if chose and len(settings.k_values) > 1 else None)
+    if choice is not None:
+        choice["iteration"] = chose[-1].iteration
     report = {
         "settings": dataclasses.asdict(settings),
         "converged": result.converged,
@@ -69,6 +81,9 @@ def write_report(path: str, result: loop.CategorizerResult, settings: loop.LoopS
              "k_scores": {criterion: {str(k): float(v) for k, v in scores.items()}
                           for criterion, scores in r.k_scores.items()}}
             for r in result.iterations],
+        "k_choice": choice,
+        "warnings": confidence.warnings(choice, result.converged, len(result.iterations),
+                                        settings.max_iterations),
     }
     report.update(extra or {})
     with open(path, "w") as f:
@@ -125,3 +140,35 @@ def plot_metrics(path: str, result: loop.CategorizerResult) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_k_selection(path: str, result: loop.CategorizerResult, criterion: str) -> bool:
+    """The criterion against k, one line per iteration, the chosen k marked.
+
+    Returns False (and writes nothing) when no iteration scored several k.
+    """
+    scored = [r for r in result.iterations if len(r.k_scores.get(criterion, {})) > 1]
+    if not scored:
+        return False
+    errors_key = member_agreement.AGREEMENT + "_standard_error"
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for r in scored:
+        ks = sorted(int(k) for k in r.k_scores[criterion])
+        values = [r.k_scores[criterion][k] for k in ks]
+        errors = r.k_scores.get(errors_key)
+        if errors and criterion == member_agreement.AGREEMENT:
+            # 95% intervals of each k's mean agreement over the member pairs.
+            axis.errorbar(ks, values, yerr=[1.96 * errors[k] for k in ks], marker="o",
+                          capsize=3, label=f"iteration {r.iteration}")
+        else:
+            axis.plot(ks, values, marker="o", label=f"iteration {r.iteration}")
+        axis.plot([r.k], [r.k_scores[criterion][r.k]], marker="*", markersize=14,
+                  color="black", linestyle="none")
+    axis.set_xlabel("k (clusters)")
+    axis.set_ylabel(criterion.replace("_", " "))
+    axis.set_title("Choice of k (star: chosen)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True

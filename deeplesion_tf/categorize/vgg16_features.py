@@ -187,14 +187,17 @@ def pooled_block_extractor(model: keras.Model, block: str = "block1",
     return keras.Model(model.input, features, name=f"{model.name}_{block}_pooled")
 
 
-def extract_features(extractor: keras.Model, patches: tf.data.Dataset, batch_size: int = 32
-                     ) -> Tuple[np.ndarray, List[str]]:
+def extract_features(extractor: keras.Model, patches: tf.data.Dataset, batch_size: int = 32,
+                     *, mirror: bool = False) -> Tuple[np.ndarray, List[str]]:
     """Encodes every patch of a patch dataset, in order.
 
     Args:
       extractor: from `feature_extractor`.
       patches: unbatched elements `{"patch": [S, S, 3], "lesion_id": string, ...}`.
       batch_size: patches per forward pass.
+      mirror: each patch's features are the mean of its own and its left-right
+        mirror's, so that a lesion and its mirror image (the same kind of lesion
+        on the other side of the body) are encoded alike.
 
     Returns:
       `(features [n, units] float32, lesion_ids)`, row i belonging to lesion_ids[i].
@@ -202,7 +205,11 @@ def extract_features(extractor: keras.Model, patches: tf.data.Dataset, batch_siz
     features, lesion_ids = [], []
     batches = patches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     for batch in tqdm(batches, desc="VGG16 features", unit=" batches"):
-        features.append(np.asarray(extractor(batch["patch"], training=False)))
+        encoded = np.asarray(extractor(batch["patch"], training=False))
+        if mirror:
+            mirrored = tf.reverse(batch["patch"], axis=[2])  # [batch, rows, columns, 3]
+            encoded = (encoded + np.asarray(extractor(mirrored, training=False))) / 2.0
+        features.append(encoded)
         lesion_ids.extend(v.decode() for v in batch["lesion_id"].numpy())
     if not features:
         raise ValueError("the patch dataset is empty")
