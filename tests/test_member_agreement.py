@@ -80,3 +80,19 @@ def test_warnings_name_the_edge_a_weak_margin_and_no_convergence():
     assert "did not converge in 4 of 4" in found[2]
     sure = dict(choice, k=5, at_edge=False, gap_in_standard_errors=3.0)
     assert confidence.warnings(sure, converged=True, iterations=2, max_iterations=4) == []
+
+
+def test_reference_clusters_from_select_k_are_the_ones_it_would_compute():
+    from deeplesion_tf.categorize import kmeans
+
+    members, _ = _views(seed=1)
+    features = np.concatenate(members, axis=1)
+    selection = kmeans.select_k(features, range(2, 7), seed=3, normalization="standardize")
+    given = member_agreement.member_agreement(members, range(2, 7), seed=3,
+                                              normalization="standardize",
+                                              references=selection.labels_by_k)
+    computed = member_agreement.member_agreement(members, range(2, 7), seed=3,
+                                                 normalization="standardize")
+    assert given.mean == computed.mean and given.pairwise_ari == computed.pairwise_ari
+    assert all(np.array_equal(given.labels[k], computed.labels[k]) for k in range(2, 7))
+    assert np.array_equal(selection.labels, selection.labels_by_k[selection.k])

@@ -13,8 +13,8 @@ from typing import Dict, List, Optional, Sequence
 from deeplesion_tf.categorize import kmeans
 from deeplesion_tf.categorize import member_agreement
 
-# Criteria whose larger score is better; the rest (Davies-Bouldin, BIC) are lower-better.
-_HIGHER_IS_BETTER = {kmeans.SILHOUETTE, kmeans.CALINSKI_HARABASZ, member_agreement.AGREEMENT}
+# Whether a larger score is better: the criteria of kmeans, and the members' agreement.
+_HIGHER_IS_BETTER = {**kmeans.HIGHER_IS_BETTER, member_agreement.AGREEMENT: True}
 # A gap to the runner-up of fewer standard errors than this is reported as a weak
 # choice (about a 95% two-sided level).
 WEAK_GAP_STANDARD_ERRORS = 2.0
@@ -45,7 +45,7 @@ def k_choice(k_scores: Dict[str, Dict[int, float]], criterion: str, k: int,
     scores = {int(c): float(v) for c, v in k_scores.get(criterion, {}).items()}
     if len(scores) < 2 or int(k) not in scores:
         return choice
-    sign = 1.0 if criterion in _HIGHER_IS_BETTER else -1.0
+    sign = 1.0 if _HIGHER_IS_BETTER.get(criterion, False) else -1.0
     others = {c: v for c, v in scores.items() if c != int(k) and v == v}  # v == v: not NaN
     if not others:
         return choice

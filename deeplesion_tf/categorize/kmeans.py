@@ -90,9 +90,9 @@ CALINSKI_HARABASZ = "calinski_harabasz"
 DAVIES_BOULDIN = "davies_bouldin"
 BIC = "bic"
 # Whether a larger score is better, per criterion.
-_HIGHER_IS_BETTER = {SILHOUETTE: True, CALINSKI_HARABASZ: True, DAVIES_BOULDIN: False,
+HIGHER_IS_BETTER = {SILHOUETTE: True, CALINSKI_HARABASZ: True, DAVIES_BOULDIN: False,
                      BIC: False}
-CRITERIA = tuple(_HIGHER_IS_BETTER)
+CRITERIA = tuple(HIGHER_IS_BETTER)
 
 DEFAULT_CRITERION = SILHOUETTE
 DEFAULT_K_VALUES = range(2, 11)
@@ -133,6 +133,8 @@ class KSelection:
         scores: `{criterion: {k: score}}` for every criterion in `CRITERIA` and
             every candidate k.
         criterion: the criterion that chose `k`.
+        labels_by_k: `{k: [num_items] labels}`, the clustering of every candidate k
+            (`labels` is `labels_by_k[k]`).
     """
 
     k: int
@@ -140,6 +142,7 @@ class KSelection:
     centers: np.ndarray
     scores: dict[str, dict[int, float]]
     criterion: str
+    labels_by_k: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 class _Prepared(NamedTuple):
@@ -294,7 +297,7 @@ def select_k(features, k_values: Iterable[int] = DEFAULT_K_VALUES, *,
             features that are not a non-empty 2-D array, or an unknown
             normalization.
     """
-    if criterion not in _HIGHER_IS_BETTER:
+    if criterion not in HIGHER_IS_BETTER:
         raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}")
     k_values = sorted(set(int(k) for k in k_values))
     unit, reduced = _prepare(features, pca_dims, seed, normalization)
@@ -336,8 +339,8 @@ def select_k(features, k_values: Iterable[int] = DEFAULT_K_VALUES, *,
     if np.all(np.isnan(by_k)):
         raise ValueError(f"criterion {criterion!r} is undefined for every candidate k")
     # nanargmax/nanargmin return the first best, so ties go to the smaller k.
-    best = np.nanargmax(by_k) if _HIGHER_IS_BETTER[criterion] else np.nanargmin(by_k)
+    best = np.nanargmax(by_k) if HIGHER_IS_BETTER[criterion] else np.nanargmin(by_k)
     k = k_values[int(best)]
     logging.info("chose k=%d by %s (%.4f)", k, criterion, by_k[best])
     return KSelection(k=k, labels=all_labels[k], centers=_centers(unit, all_labels[k], k),
-                      scores=scores, criterion=criterion)
+                      scores=scores, criterion=criterion, labels_by_k=all_labels)

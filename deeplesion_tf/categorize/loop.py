@@ -35,10 +35,6 @@ from deeplesion_tf.categorize import kmeans
 from deeplesion_tf.categorize import member_agreement
 from deeplesion_tf.categorize import vgg16_features
 
-# Criteria that choose k: those of `kmeans` on the concatenated features, and the
-# members' agreement (needs an ensemble of two or more networks).
-CRITERIA = kmeans.CRITERIA + (member_agreement.AGREEMENT,)
-
 
 @dataclasses.dataclass(frozen=True)
 class LoopSettings:
@@ -50,8 +46,9 @@ class LoopSettings:
       feature_normalization: how k-means normalises the features, one of
         `kmeans.NORMALIZATIONS` ("l2" for FC6/FC7, "standardize" for pooled blocks).
       k_values: the k tried by model selection; a single value fixes k.
-      k_criterion: the score that chooses k, one of `CRITERIA` ("silhouette", the
-        default; "agreement" for the CPU quickstart's ensemble of random networks).
+      k_criterion: the score that chooses k, one of `kmeans.CRITERIA` ("silhouette",
+        the default) or `member_agreement.AGREEMENT` ("agreement", for the CPU
+        quickstart's ensemble of random networks; needs two or more).
       max_iterations: iterations at most.
       purity_threshold: purity against the previous iteration needed to stop.
       nmi_threshold: NMI against the previous iteration needed to stop.
@@ -145,15 +142,17 @@ def _cluster(members: List[np.ndarray], settings: LoopSettings, iteration: int,
         labels, _ = kmeans.cluster(features, k, seed=seed, normalization=normalization)
         return k, np.asarray(labels), {}
     by_agreement = settings.k_criterion == member_agreement.AGREEMENT
-    # The criteria of kmeans are computed in every case, to be audited in the report.
+    # The criteria of kmeans are computed in every case, to be audited in the report;
+    # its clusterings of every k are the agreement's reference clusters.
     selection = kmeans.select_k(features, settings.k_values, seed=seed,
                                 criterion=kmeans.BIC if by_agreement else settings.k_criterion,
                                 normalization=normalization)
     scores = dict(selection.scores)
     if not by_agreement:
         return selection.k, np.asarray(selection.labels), scores
-    agreement_by_k = member_agreement.member_agreement(members, settings.k_values, seed=seed,
-                                                       normalization=normalization)
+    agreement_by_k = member_agreement.member_agreement(
+        members, settings.k_values, seed=seed, normalization=normalization,
+        references=selection.labels_by_k)
     scores[member_agreement.AGREEMENT] = agreement_by_k.mean
     scores[member_agreement.AGREEMENT + "_standard_error"] = agreement_by_k.standard_error
     scores[member_agreement.PAIRWISE_ARI] = agreement_by_k.pairwise_ari
@@ -201,7 +200,8 @@ def run(models: Union[keras.Model, Sequence[keras.Model]], patches: tf.data.Data
     """
     strategy = strategy or tf.distribute.get_strategy()
     models = [models] if isinstance(models, keras.Model) else list(models)
-    if settings.k_criterion == member_agreement.AGREEMENT and len(models) < 2:
+    if (settings.k_criterion == member_agreement.AGREEMENT and len(settings.k_values) > 1
+            and len(models) < 2):
         raise ValueError("k_criterion 'agreement' needs an ensemble of at least 2 networks, "
                          f"got {len(models)}")
     reports: List[IterationReport] = []

@@ -32,7 +32,7 @@ shrinks with the number of lesions.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, NamedTuple, Sequence
+from typing import Dict, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
@@ -79,7 +79,8 @@ def best_match_jaccard(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
 def member_agreement(members: Sequence[np.ndarray], k_values: Iterable[int], *, seed: int = 0,
                      normalization: str = kmeans.DEFAULT_NORMALIZATION,
                      pca_dims: int = DEFAULT_MEMBER_PCA_DIMS,
-                     n_init: int = kmeans.DEFAULT_N_INIT) -> Agreement:
+                     n_init: int = kmeans.DEFAULT_N_INIT,
+                     references: Optional[Dict[int, np.ndarray]] = None) -> Agreement:
     """The clusterwise stability of the concatenated features' clusters across members, per k.
 
     Args:
@@ -90,6 +91,9 @@ def member_agreement(members: Sequence[np.ndarray], k_values: Iterable[int], *, 
       normalization: as `kmeans.cluster`.
       pca_dims: components each member is reduced to before its own k-means.
       n_init: k-means restarts.
+      references: `{k: labels}` of k-means on the concatenated features, when the
+        caller has them already (`kmeans.select_k(...).labels_by_k`, same seed,
+        normalisation and n_init); computed here for the k they lack.
 
     Raises:
       ValueError: fewer than two members, members of different lengths, or a k
@@ -108,8 +112,9 @@ def member_agreement(members: Sequence[np.ndarray], k_values: Iterable[int], *, 
     features = np.concatenate(members, axis=1)
     mean, standard_error, pairwise_ari, labels = {}, {}, {}, {}
     for k in k_values:
-        reference = kmeans.cluster(features, k, seed=seed, n_init=n_init,
-                                   normalization=normalization).labels
+        reference = (references[k] if references and k in references else
+                     kmeans.cluster(features, k, seed=seed, n_init=n_init,
+                                    normalization=normalization).labels)
         partitions = [kmeans.cluster(m, k, seed=seed, n_init=n_init, pca_dims=pca_dims,
                                      normalization=normalization).labels for m in members]
         # [members, reference clusters]
