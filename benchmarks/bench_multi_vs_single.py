@@ -89,6 +89,7 @@ def _prepare(args, data_dir):
 
     from deeplesion_tf.categorize import agreement
     from deeplesion_tf.categorize import naming
+    from deeplesion_tf.data import label_files
 
     pseudo_labels = os.path.join(categorize_dir, "pseudo_labels.csv")
     truth = _truth_csv(data_dir, args.dataset, args.truth_csv)
@@ -97,7 +98,7 @@ def _prepare(args, data_dir):
     planted = naming.read_column(truth, "lesion_id", "short_name")
     names = naming.majority_names(clusters, planted)
     names_csv = os.path.join(categorize_dir, "cluster_names_from_truth.csv")
-    naming.write_names(names_csv, names)
+    label_files.write_names(names_csv, names)
     ids = sorted(clusters)
     categorizer = {
         "k": len(set(clusters.values())), "lesions": len(ids),

@@ -8,12 +8,3 @@ def test_majority_names_are_unique_and_ties_are_alphabetical():
     reference = {"a": "LV", "b": "LV", "c": "AB", "d": "AB", "e": "LN", "f": "LV", "g": "LV"}
     # Cluster 2 ties AB/LN -> AB; cluster 3 is LV again -> LV2; cluster 4's lesion is unknown.
     assert naming.majority_names(clusters, reference) == {1: "LV", 2: "AB", 3: "LV2", 4: "?"}
-
-
-def test_names_file_round_trip(tmp_path):
-    from deeplesion_tf.categorize import outputs
-
-    path = tmp_path / "names.csv"
-    naming.write_names(str(path), {2: "LN", 1: "LV"})
-    assert path.read_text() == "cluster,name\n1,LV\n2,LN\n"
-    assert outputs.read_names(str(path)) == {1: "LV", 2: "LN"}

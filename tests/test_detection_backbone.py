@@ -8,9 +8,10 @@ import tensorflow as tf
 
 from deeplesion_tf.categorize import vgg16_features
 from deeplesion_tf.detection import backbone
+from deeplesion_tf.nets import vgg16
 
 _NARROW = dict(width_multiplier=1 / 16)
-_CONVOLUTIONS = [f"block{b}_conv{i}" for b, (_, n) in enumerate(vgg16_features.VGG16_BLOCKS, 1)
+_CONVOLUTIONS = [f"block{b}_conv{i}" for b, (_, n) in enumerate(vgg16.BLOCKS, 1)
                  for i in range(1, n + 1)]
 
 
@@ -41,15 +42,15 @@ def test_pool4_and_pool5_are_removed():
 def test_preprocessing_of_a_hand_made_pixel():
     # R, G, B = 1.0, 0.5, 0.0 -> 255 * BGR - ImageNet BGR means.
     pixel = np.array([[[[1.0, 0.5, 0.0]]]], np.float32)
-    got = backbone.VGG16Preprocessing()(pixel).numpy()
+    got = vgg16.VGG16Preprocessing()(pixel).numpy()
     np.testing.assert_allclose(got[0, 0, 0], [0.0 - 103.939, 127.5 - 116.779, 255.0 - 123.68],
                                rtol=1e-6)
     images = np.random.default_rng(0).uniform(size=(2, 5, 4, 3)).astype(np.float32)
-    np.testing.assert_allclose(backbone.VGG16Preprocessing()(images),
+    np.testing.assert_allclose(vgg16.VGG16Preprocessing()(images),
                                keras.applications.vgg16.preprocess_input(images * 255.0),
                                atol=1e-4)
     model = backbone.build_backbone(**_NARROW)
-    assert isinstance(model.layers[1], backbone.VGG16Preprocessing)
+    assert isinstance(model.layers[1], vgg16.VGG16Preprocessing)
 
 
 def test_width_multiplier_scales_the_channels():
@@ -70,8 +71,8 @@ def test_group_norm_between_each_convolution_and_its_relu():
     assert [model.get_layer(f"block{b}_conv1_norm").groups for b in range(1, 6)] == [
         4, 8, 16, 32, 32]
     assert model.get_layer("block1_conv1").activation is keras.activations.linear
-    assert backbone._num_groups(24) == 6 and backbone._num_groups(3) == 1
-    assert backbone._num_groups(512) == 32 and backbone._num_groups(20) == 5
+    assert vgg16._num_groups(24) == 6 and vgg16._num_groups(3) == 1
+    assert vgg16._num_groups(512) == 32 and vgg16._num_groups(20) == 5
     # Each image is normalised on its own: one image's output does not depend on the batch.
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(3, 32, 32, 3)).astype(np.float32)
@@ -139,10 +140,10 @@ def test_legacy_file_with_the_classifier_is_recognised(tmp_path):
         f.attrs["layer_names"] = [b"block5_conv3", b"block5_pool", b"flatten", b"fc1", b"fc2"]
     with h5py.File(no_top, "w") as f:
         f.attrs["layer_names"] = [b"block5_conv3", b"block5_pool"]
-    assert backbone._legacy_file_has_classifier(with_top)
-    assert not backbone._legacy_file_has_classifier(no_top)
+    assert vgg16._legacy_file_has_classifier(with_top)
+    assert not vgg16._legacy_file_has_classifier(no_top)
     with pytest.raises(ValueError, match="has no classifier"):
-        backbone.vgg16_fc_weights(no_top)
+        vgg16.fc_weights(no_top)
 
 
 def test_vgg16_fc_weights_are_fc1_and_fc2(monkeypatch, tmp_path):
@@ -157,15 +158,15 @@ def test_vgg16_fc_weights_are_fc1_and_fc2(monkeypatch, tmp_path):
         requests.append((weights, include_top))
         return small
 
-    monkeypatch.setattr(vgg16_features, "keras_vgg16", fake_keras_vgg16)
-    fc = backbone.vgg16_fc_weights(path)
+    monkeypatch.setattr(vgg16, "keras_vgg16", fake_keras_vgg16)
+    fc = vgg16.fc_weights(path)
     assert requests == [(path, True)]
     assert sorted(fc) == ["fc6", "fc7"]
     for paper_name, keras_name in (("fc6", "fc1"), ("fc7", "fc2")):
         for ours, theirs in zip(fc[paper_name], small.get_layer(keras_name).get_weights()):
             np.testing.assert_array_equal(ours, theirs)
-    with pytest.raises(ValueError, match="needs pretrained weights"):
-        backbone.vgg16_fc_weights(None)
+    with pytest.raises(ValueError, match="need pretrained weights"):
+        vgg16.fc_weights(None)
 
 
 def test_saved_model_round_trip(tmp_path):

@@ -14,9 +14,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from deeplesion_tf.data import png16
-from deeplesion_tf.evaluation import groundtruth, runner
+from deeplesion_tf.evaluation import runner
 from tests.conftest import REPO_ROOT
 from tests.test_train_detector import TINY_FLAGS
+from tfds_deeplesion import splits
 
 SPLIT = "test"
 TRUTH_CSV = REPO_ROOT / "tfds_deeplesion" / "deeplesion" / "dummy_data" / "truth.csv"
@@ -62,7 +63,7 @@ def _metrics(directory):
 
 def test_groundtruth_file_holds_the_padded_measurements(evaluated, dummy_pacs_data_dir):
     gt = json.loads((evaluated / "eval" / "groundtruth.json").read_text())
-    examples = list(tfds.as_numpy(groundtruth.load_split("deeplesion/pacs", SPLIT,
+    examples = list(tfds.as_numpy(splits.load_split("deeplesion/pacs", SPLIT,
                                                          str(dummy_pacs_data_dir))))
     assert [i["id"] for i in gt["images"]] == list(range(1, len(examples) + 1))
     annotations = iter(gt["annotations"])

@@ -36,12 +36,6 @@ def majority_names(clusters: Mapping[str, int], reference: Mapping[str, str]) ->
     return names
 
 
-def write_names(path: str, names: Mapping[int, str]) -> None:
-    """Writes a names file `cluster,name` (as `bin/categorize_lesions --names` reads it)."""
-    with open(path, "w") as f:
-        f.write("cluster,name\n" + "".join(f"{c},{n}\n" for c, n in sorted(names.items())))
-
-
 def read_column(path: str, key: str, value: str) -> Dict[str, str]:
     """`{row[key]: row[value]}` of a CSV file."""
     with open(path, newline="") as f:

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -31,34 +30,6 @@ import numpy as np  # noqa: E402
 from deeplesion_tf.categorize import confidence  # noqa: E402
 from deeplesion_tf.categorize import loop  # noqa: E402
 from deeplesion_tf.categorize import member_agreement  # noqa: E402
-
-
-def write_pseudo_labels(path: str, lesion_ids: Sequence[str], labels: np.ndarray) -> None:
-    """`lesion_id,cluster`, clusters 1..k, sorted by lesion id."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["lesion_id", "cluster"])
-        for lesion_id, label in sorted(zip(lesion_ids, labels.tolist())):
-            writer.writerow([lesion_id, int(label) + 1])
-
-
-def read_names(path: str) -> Dict[int, str]:
-    """A names file `cluster,name` (clusters from 1), e.g. `1,LV`.
-
-    Raises:
-      ValueError: a row that is not `integer,name`, naming the file and row.
-    """
-    names = {}
-    with open(path, newline="") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            if not row or (number == 1 and row[0].strip().lower() == "cluster"):
-                continue
-            try:
-                cluster, name = int(row[0]), row[1].strip()
-            except (ValueError, IndexError) as e:
-                raise ValueError(f"{path} row {number}: expected 'cluster,name', got {row}") from e
-            names[cluster] = name
-    return names
 
 
 def write_report(path: str, result: loop.CategorizerResult, settings: loop.LoopSettings,

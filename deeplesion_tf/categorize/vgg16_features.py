@@ -16,36 +16,30 @@ features `[batch, fc_units]`.
 
 from __future__ import annotations
 
-import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 from tqdm import tqdm
 
-# The paper's names for the fully-connected layers -> Keras's layer names.
-FEATURE_LAYERS = {"fc6": "fc1", "fc7": "fc2"}
-# (filters, convolutions) of the five blocks.
-VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+from deeplesion_tf.nets import vgg16
+
 _FULL_SIZE = dict(width_multiplier=1.0, fc_units=4096, input_size=224)
 
 # Convolutional blocks whose pooled output can stand in for FC6/FC7 -> Keras's layer names.
 POOLED_BLOCKS = {f"block{b}": f"block{b}_pool" for b in range(1, 6)}
-FEATURE_LAYER_CHOICES = tuple(FEATURE_LAYERS) + tuple(POOLED_BLOCKS)
+FEATURE_LAYER_CHOICES = tuple(vgg16.FC_LAYERS) + tuple(POOLED_BLOCKS)
 # Sides of the centred crops of a block's map that `pooled_block_extractor`
 # averages, as fractions of the map's side: the whole patch (the region around
 # the lesion), the middle half (the host tissue) and the middle quarter (the
 # lesion itself, for the default padding of the CPU preset).
 DEFAULT_CROP_FRACTIONS = (1.0, 0.5, 0.25)
 
-Weights = Optional[Union[str, os.PathLike]]
-
 
 def build_vgg16(
     *,
-    weights: Weights = None,
+    weights: vgg16.Weights = None,
     num_classes: int = 1000,
     input_size: int = 224,
     width_multiplier: float = 1.0,
@@ -77,50 +71,19 @@ def build_vgg16(
     if input_size % 32 or input_size < 32:
         raise ValueError(f"input_size must be a multiple of 32 (five 2x poolings), got {input_size}")
     inputs = keras.Input((input_size, input_size, 3), name="patch")
-    x = inputs
-    for block, (filters, convolutions) in enumerate(VGG16_BLOCKS, start=1):
-        for i in range(1, convolutions + 1):
-            x = keras.layers.Conv2D(max(1, int(round(filters * width_multiplier))), 3,
-                                    padding="same", activation="relu",
-                                    name=f"block{block}_conv{i}")(x)
-        x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(fc_units, activation="relu", name="fc1")(x)
-    x = keras.layers.Dense(fc_units, activation="relu", name="fc2")(x)
+    x = vgg16.conv_stack(inputs, width_multiplier=width_multiplier)
+    x = vgg16.fc_layers(keras.layers.Flatten(name="flatten")(x), fc_units)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
-        _load_pretrained(model, weights)
+        # A new classifier for the clusters stays randomly initialised.
+        vgg16.load_by_name(model, weights, skip=() if num_classes == 1000 else ("predictions",))
     return model
-
-
-def keras_vgg16(weights: Union[str, os.PathLike], *, include_top: bool = True) -> keras.Model:
-    """Keras's own VGG16 (224 x 224 input) with pretrained weights: the source to copy from.
-
-    Args:
-      weights: "imagenet" (Keras downloads the file once into ~/.keras/models)
-        or the path of a local Keras VGG16 weights file that fits `include_top`.
-      include_top: with FC6 (`fc1`), FC7 (`fc2`) and the 1000-way classifier.
-    """
-    return keras.applications.VGG16(include_top=include_top, weights=os.fspath(weights))
-
-
-def _load_pretrained(model: keras.Model, weights: Weights) -> None:
-    source = keras_vgg16(weights, include_top=True)
-    loaded = []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        if layer.name == "predictions" and layer.units != 1000:
-            continue  # A new classifier for the clusters: stays randomly initialised.
-        layer.set_weights(source.get_layer(layer.name).get_weights())
-        loaded.append(layer.name)
-    logging.info("Loaded VGG16 weights %s into %d layers", weights, len(loaded))
 
 
 def with_new_classifier(model: keras.Model, num_classes: int) -> keras.Model:
     """The same network (shared layers) with a fresh `num_classes` softmax on FC7."""
-    fc7 = model.get_layer(FEATURE_LAYERS["fc7"]).output
+    fc7 = model.get_layer(vgg16.FC_LAYERS["fc7"]).output
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(fc7)
     return keras.Model(model.input, outputs, name=model.name)
 
@@ -138,9 +101,9 @@ def feature_extractor(model: keras.Model, layer: str = "fc7") -> keras.Model:
     """
     if layer in POOLED_BLOCKS:
         return pooled_block_extractor(model, layer)
-    if layer not in FEATURE_LAYERS:
+    if layer not in vgg16.FC_LAYERS:
         raise ValueError(f"feature layer must be one of {FEATURE_LAYER_CHOICES}, got {layer!r}")
-    return keras.Model(model.input, model.get_layer(FEATURE_LAYERS[layer]).output,
+    return keras.Model(model.input, model.get_layer(vgg16.FC_LAYERS[layer]).output,
                        name=f"{model.name}_{layer}")
 
 

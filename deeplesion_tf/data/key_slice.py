@@ -15,8 +15,7 @@ import numpy as np
 
 from deeplesion_tf.data import bookmarks
 from deeplesion_tf.data import skips
-
-UNKNOWN_COARSE_TYPE = -1
+from deeplesion_tf.data.release_format import UNKNOWN_COARSE_TYPE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,8 @@ COARSE_TYPES = {
     8: "pelvis",
 }
 UNKNOWN_COARSE_TYPE = -1
+# The short names of the NIH papers' figures, type 1..8 in order (`COARSE_TYPE_SHORT_NAMES[t - 1]`).
+COARSE_TYPE_SHORT_NAMES = ("BN", "AB", "ME", "LV", "LU", "KD", "ST", "PV")
 
 # `Train_Val_Test`.
 SPLITS = {1: "train", 2: "validation", 3: "test"}

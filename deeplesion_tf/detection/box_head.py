@@ -90,7 +90,7 @@ class BoxHead(keras.layers.Layer):
         }
 
     def load_fc_weights(self, fc_weights: Mapping[str, Sequence[np.ndarray]]) -> None:
-        """Copies FC6 and FC7 from `backbone.vgg16_fc_weights` (call after the layer is built).
+        """Copies FC6 and FC7 from `nets.vgg16.fc_weights` (call after the layer is built).
 
         Raises:
           ValueError: the layer is not built, a key is missing, or the shapes

@@ -9,17 +9,15 @@ for a single class). It is written into the model directory as
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from deeplesion_tf.categorize import outputs as categorize_outputs
+from deeplesion_tf.data import label_files
+from deeplesion_tf.data import release_format
 
 CLASSES_FILE = "classes.json"
 SOURCES = ("single", "pseudo_labels", "coarse_type")
-# The release's Coarse_lesion_type 1..8 (DL_info.csv), with the short names of the NIH papers.
-COARSE_TYPE_NAMES = ("BN", "AB", "ME", "LV", "LU", "KD", "ST", "PV")
 
 
 class ClassSpec(NamedTuple):
@@ -55,19 +53,11 @@ def from_pseudo_labels(pseudo_labels_csv: str, names_file: Optional[str] = None)
       ValueError: an empty file, a cluster below 1, or a names file that
         misses a cluster.
     """
-    table: Dict[str, int] = {}
-    with open(pseudo_labels_csv, newline="") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
-            cluster = int(row["cluster"])
-            if cluster < 1:
-                raise ValueError(f"{pseudo_labels_csv}:{line}: cluster {cluster} < 1")
-            table[row["lesion_id"]] = cluster
-    if not table:
-        raise ValueError(f"{pseudo_labels_csv} holds no lesions")
+    table = label_files.read_pseudo_labels(pseudo_labels_csv)
     num_classes = max(table.values())
     names = {c: f"C{c}" for c in range(1, num_classes + 1)}
     if names_file:
-        given = categorize_outputs.read_names(names_file)
+        given = label_files.read_names(names_file)
         missing = sorted(set(names) - set(given))
         if missing:
             raise ValueError(f"{names_file} names no cluster {missing}")
@@ -84,7 +74,7 @@ def from_coarse_types(lesions: Iterable[Tuple[str, int]]) -> ClassSpec:
     """
     table, unknown = {}, []
     for lesion_id, coarse_type in lesions:
-        if not 1 <= int(coarse_type) <= len(COARSE_TYPE_NAMES):
+        if not 1 <= int(coarse_type) <= len(release_format.COARSE_TYPE_SHORT_NAMES):
             unknown.append(lesion_id)
         table[lesion_id] = int(coarse_type)
     if unknown:
@@ -93,7 +83,7 @@ def from_coarse_types(lesions: Iterable[Tuple[str, int]]) -> ClassSpec:
                          "validation and test splits, so train on a split that has them")
     if not table:
         raise ValueError("no lesions")
-    return ClassSpec("coarse_type", COARSE_TYPE_NAMES, table)
+    return ClassSpec("coarse_type", release_format.COARSE_TYPE_SHORT_NAMES, table)
 
 
 def write(spec: ClassSpec, model_dir: str) -> None:

@@ -32,6 +32,7 @@ from deeplesion_tf.detection import proposal_generator as proposal_generator_lib
 from deeplesion_tf.detection import roi_pooler as roi_pooler_lib
 from deeplesion_tf.detection import roi_sampler as roi_sampler_lib
 from deeplesion_tf.detection import rpn_head as rpn_head_lib
+from deeplesion_tf.nets import vgg16
 from deeplesion_tf.ops import anchors as anchors_lib
 
 LOSS_NAMES = ("rpn_class_loss", "rpn_box_loss", "rcnn_class_loss", "rcnn_box_loss")
@@ -269,7 +270,7 @@ def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float
         model.build((1, image_size or 224, image_size or 224, 3))
     if fc_from_vgg16 and weights is not None:
         try:
-            fc = backbone_lib.vgg16_fc_weights(weights)
+            fc = vgg16.fc_weights(weights)
         except ValueError as error:
             raise ValueError(f"{error}; the box head's FC6/FC7 start from VGG16's classifier "
                              "(paper), so give a weights file with it, or pass "

@@ -2,7 +2,7 @@
 
 The grouping belongs to the test set, not to the model: Table 1 scores the
 single-class and the multi-class detector on the same rows. Sources:
-  * `coarse_type`: the release's coarse lesion types (1..8; `COARSE_TYPE_NAMES`);
+  * `coarse_type`: the release's coarse lesion types (1..8; `release_format.COARSE_TYPE_SHORT_NAMES`);
   * `pseudo_labels`: the categorizer's clusters (`pseudo_labels.csv`), the paper's rows;
   * `truth`: the planted categories of the synthetic PACS (`truth.csv`).
 A lesion that its source does not categorise (coarse type -1, a lesion the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from deeplesion_tf.data import release_format
 from deeplesion_tf.detection import classes as classes_lib
 from deeplesion_tf.evaluation import records
 
@@ -57,7 +58,7 @@ def _lesion_ids(truths: Sequence[records.ImageTruth]):
 
 
 def from_coarse_types(truths: Sequence[records.ImageTruth]) -> Categories:
-    named = [(k, name) for k, name in enumerate(classes_lib.COARSE_TYPE_NAMES, start=1)]
+    named = [(k, name) for k, name in enumerate(release_format.COARSE_TYPE_SHORT_NAMES, start=1)]
     of_lesion = {i: int(c) for t in truths for i, c in zip(t.lesion_ids, t.coarse_types)
                  if 1 <= int(c) <= len(named)}
     return _build("coarse_type", named, of_lesion, _lesion_ids(truths))

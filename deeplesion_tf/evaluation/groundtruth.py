@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -12,23 +11,6 @@ from tqdm import tqdm
 
 from deeplesion_tf.data import png16
 from deeplesion_tf.evaluation import records
-
-_SLICE_KEYS = ("image", "previous_slice", "next_slice")
-
-
-def load_split(dataset: str, split: str, data_dir: Optional[str]) -> tf.data.Dataset:
-    """A split in its stored order, slices left as PNG bytes (`SkipDecoding`).
-
-    The order is the one `records` numbers images in; `make_detector_dataset`
-    decodes the bytes itself.
-    """
-    importlib.import_module("tfds_deeplesion")  # Registers `deeplesion`.
-
-    skip = tfds.decode.SkipDecoding()
-    # Never download_and_prepare here: a dataset that is not built is an error of
-    # the caller's, not the start of a multi-GB build in the home folder.
-    return tfds.load(dataset, split=split, data_dir=data_dir, shuffle_files=False,
-                     download=False, decoders={k: skip for k in _SLICE_KEYS})
 
 
 def file_name(patient_id: str, study_id: str, series_id: str, slice_index: int) -> str:
@@ -43,7 +25,7 @@ class GroundTruth(NamedTuple):
 
 
 def read_groundtruth(ds: tf.data.Dataset, keep_slices: int = 0) -> GroundTruth:
-    """The `ImageTruth` of every example of `ds` (from `load_split`), ids 1, 2, ...
+    """The `ImageTruth` of every example of `ds` (`tfds_deeplesion.splits.load_split`), ids 1, 2, ...
 
     Args:
       ds: a split of `deeplesion/*` with the slices as PNG bytes.

@@ -75,7 +75,7 @@ class Predictions(NamedTuple):
 def predict_split(predict: Predictor, ds: tf.data.Dataset,
                   truths: Sequence[records.ImageTruth], *, image_size: int,
                   windows: Sequence[Sequence[float]], batch_size: int) -> Predictions:
-    """Runs `predict` over `ds` (from `groundtruth.load_split`) in its stored order.
+    """Runs `predict` over `ds` (from `tfds_deeplesion.splits.load_split`) in its stored order.
 
     Boxes go back to original pixels (`detector_pipeline.boxes_to_original`)
     and are clipped to the slice.

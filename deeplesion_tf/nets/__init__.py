@@ -1,0 +1,1 @@
+"""Networks shared by the categorizer and the detector (VGG16)."""
