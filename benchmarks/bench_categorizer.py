@@ -37,6 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from deeplesion_tf.categorize import agreement  # noqa: E402
+from deeplesion_tf.data import synthetic_location  # noqa: E402
 
 PURITY_TARGET = 0.90
 NMI_TARGET = 0.80
@@ -89,11 +90,10 @@ def _prepare_default(work_dir: str):
         _run([_tool("tfds"), "build", "deeplesion", "--imports", "tfds_deeplesion",
               "--config", "synthetic", "--data_dir", data_dir],
              os.path.join(work_dir, "default", "build.log"))
-    truth = sorted(glob.glob(os.path.join(data_dir, "downloads", "synthetic_pacs", "*",
-                                          "truth.csv")))
+    truth = synthetic_location.find_truth_csv(data_dir)
     if not truth:
         sys.exit(f"no truth.csv under {data_dir}/downloads/synthetic_pacs")
-    return data_dir, "deeplesion/synthetic", truth[-1]
+    return data_dir, "deeplesion/synthetic", truth
 
 
 def _prepare_draw(work_dir: str, pacs_seed: int, patients: int):

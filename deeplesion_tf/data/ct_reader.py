@@ -141,6 +141,17 @@ def _position(value, keyword: str) -> float:
     return checks.number(value, keyword)
 
 
+def head_to_feet_key(position_mm: Optional[float], instance_number: Optional[int], path: str):
+    """The sort key that orders a series' slices from head to feet (patient z descending).
+
+    That is the order in which scanners number axial slices, and the order of the
+    NIH release's slice files, so `previous_slice` is the slice above the key slice
+    in every source. Slices without a position sort last; the instance number breaks
+    ties or stands in, then the path.
+    """
+    return (position_mm is None, -(position_mm or 0.0), instance_number or 0, path)
+
+
 def header_geometry(ds: pydicom.Dataset) -> Tuple[Optional[float], Optional[int], Tuple[str, ...]]:
     """Where a slice lies in its series, tolerating bad values.
 

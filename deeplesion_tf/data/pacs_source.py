@@ -272,15 +272,10 @@ def index_directories(root: epath.PathLike, directories: Sequence[str]) -> Dict[
 
 
 def _series_members(index: Dict[str, Instance], series_uid: str) -> List[Instance]:
-    """The slices of a series from head to feet (patient z descending).
-
-    That is the order in which scanners number axial slices, and the order of the
-    NIH release's slice files, so `previous_slice` is the slice above the key
-    slice in both sources. The instance number breaks ties or stands in.
-    """
+    """The slices of a series from head to feet (`ct_reader.head_to_feet_key`)."""
     members = [i for i in index.values() if i.series_instance_uid == series_uid]
-    return sorted(members, key=lambda i: (i.position is None, -(i.position or 0.0),
-                                          i.instance_number or 0, i.path))
+    return sorted(members, key=lambda i: ct_reader.head_to_feet_key(
+        i.position, i.instance_number, i.path))
 
 
 def _slice_interval(members: Sequence[Instance], fallback: Optional[float]) -> float:

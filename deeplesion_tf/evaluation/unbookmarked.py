@@ -17,12 +17,11 @@ criterion: IoU *above* 0.5.
 from __future__ import annotations
 
 import csv
-import glob
-import os
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from deeplesion_tf.data import synthetic_location
 from deeplesion_tf.evaluation import accuracy
 from deeplesion_tf.evaluation import matching
 from deeplesion_tf.evaluation import records
@@ -38,17 +37,10 @@ def read_truth_csv(path: str) -> List[Dict[str, str]]:
 
 
 def default_truth_csv(data_dir: str, builder_config) -> Optional[str]:
-    """Where `deeplesion/synthetic` generated its PACS' `truth.csv`, if it is there.
-
-    The builder writes it to `<data_dir>/downloads/synthetic_pacs/
-    seed<s>_patients<n>_size<z>_v<version>/truth.csv`; any version is accepted.
-    """
-    pattern = os.path.join(
-        data_dir, "downloads", "synthetic_pacs",
-        f"seed{builder_config.synthetic_seed}_patients{builder_config.synthetic_num_patients}"
-        f"_size{builder_config.synthetic_image_size}_v*", "truth.csv")
-    found = sorted(glob.glob(pattern))
-    return found[-1] if found else None
+    """Where `deeplesion/synthetic` generated its PACS' `truth.csv`, if it is there."""
+    return synthetic_location.find_truth_csv(
+        data_dir, builder_config.synthetic_seed, builder_config.synthetic_num_patients,
+        builder_config.synthetic_image_size)
 
 
 def unbookmarked_boxes(truths: Sequence[records.ImageTruth],

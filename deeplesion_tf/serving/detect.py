@@ -190,8 +190,7 @@ def _series_of_folder(files: Sequence[str], png_spacing, salt: str
         except (ct_reader.CTReadError, ValueError, OSError) as error:
             yield Failure(path, _reason(error))
             continue
-        order = (ct.slice_position_mm is None, -(ct.slice_position_mm or 0.0),
-                 ct.instance_number or 0, path)
+        order = ct_reader.head_to_feet_key(ct.slice_position_mm, ct.instance_number, path)
         dicom[ct.series_instance_uid].append((order, path, ct))
 
     for members in dicom.values():

@@ -27,12 +27,12 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-import deeplesion_tf
 from deeplesion_tf.data import bookmarks
 from deeplesion_tf.data import deid
 from deeplesion_tf.data import pacs_source
 from deeplesion_tf.data import release_source
 from deeplesion_tf.data import skips
+from deeplesion_tf.data import synthetic_location
 
 _CITATION = """
 @inproceedings{yan2018deeplesion,
@@ -237,9 +237,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         from deeplesion_tf.data import synthetic_pacs  # Heavy, and only this config needs it.
 
         config = self.builder_config
-        name = (f"seed{config.synthetic_seed}_patients{config.synthetic_num_patients}"
-                f"_size{config.synthetic_image_size}_v{deeplesion_tf.__version__}")
-        root = download_dir / "synthetic_pacs" / name
+        root = epath.Path(synthetic_location.pacs_folder(
+            os.fspath(download_dir), config.synthetic_seed, config.synthetic_num_patients,
+            config.synthetic_image_size))
+        name = root.name
         if (root / "bookmarks.csv").exists():
             logging.info("Reusing the synthetic PACS in %s", root)
             return root
