@@ -359,3 +359,31 @@ def test_dummy_pacs_deterministic_runs_are_identical_and_png_bytes_agree(dummy_p
         deterministic=True, seed=8))
     assert any(not np.array_equal(a["lesion_ids"], b["lesion_ids"])
                or not np.array_equal(a["images"], b["images"]) for a, b in zip(first, other_seed))
+
+
+def test_training_and_serving_share_one_network_input_transform():
+    # Two slices of one odd size (not square, resized down): the pipeline prepares each
+    # alone, the serving module the batch; the images must be the same tensors.
+    from deeplesion_tf.serving import detector_module
+
+    rng = np.random.default_rng(0)
+    stored = rng.integers(32768 - 1200, 32768 + 1500, size=(2, 3, 75, 61, 1)).astype(np.uint16)
+    examples = tf.data.Dataset.from_tensor_slices({
+        "image": stored[:, 1], "previous_slice": stored[:, 0], "next_slice": stored[:, 2],
+        "lesions": {"measurement": np.tile(np.array([[[10, 10, 20, 20, 10, 20, 20, 10]]],
+                                                    np.float32), [2, 1, 1]),
+                    "lesion_id": np.array([["a"], ["b"]])}})
+    windows = ((-1024.0, 3071.0), (-160.0, 240.0))
+    batch = next(iter(detector_pipeline.make_detector_dataset(
+        examples, training=False, batch_size=2, image_size=48, box_padding_px=0,
+        windows=windows)))
+
+    class _Model:
+        num_classes = 1
+
+    module = detector_module.DetectorModule(_Model(), ["lesion"], image_size=48,
+                                            windows=windows, box_padding_px=0)
+    hu = np.transpose(stored[..., 0].astype(np.float32) - 32768, [0, 2, 3, 1])  # [B, H, W, 3]
+    image, scale = module._network_input(tf.constant(hu))
+    np.testing.assert_array_equal(image.numpy(), batch["images"].numpy())
+    np.testing.assert_array_equal(np.full([2], scale.numpy()), batch["image_scale"].numpy())

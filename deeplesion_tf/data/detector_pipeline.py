@@ -159,6 +159,52 @@ def resize_with_scale(hu: tf.Tensor, scale: tf.Tensor, size: tf.Tensor,
     return tf.cond(tf.equal(scale, 1.0), lambda: hu, resample)
 
 
+def network_input(hu: tf.Tensor, image_size: int, windows: Sequence[Sequence[float]],
+                  flip: Optional[tf.Tensor] = None):
+    """HU slices -> the detector's input: the one transform of training and serving.
+
+    The longest side is resized to `image_size` (`resize_with_scale`, one scale on
+    both axes), the slices windowed (`hu_windows.apply_windows`), optionally mirrored
+    left-right, and padded bottom/right with 0 to `S x S`.
+
+    Args:
+      hu: `[H, W, 3]` (previous, key, next slice) or a batch `[B, H, W, 3]` of
+        slices of one size, float32 HU.
+      image_size: `S`.
+      windows: validated `[low, high]` HU windows; `C = 3 * len(windows)`.
+      flip: optional scalar bool tensor: mirror the resized content (before the
+        padding, so the padding stays bottom/right). Unbatched input only.
+
+    Returns:
+      `(image, scale, resized_size)`: `[(B,) S, S, C]` float32 in [0, 1], the scalar
+      resized / original size, and the `[2]` int32 size of the content in `image`.
+    """
+    if hu.shape.rank not in (3, 4):
+        raise ValueError(f"network_input takes [H, W, 3] or [B, H, W, 3] HU, got shape {hu.shape}")
+    batched = hu.shape.rank == 4
+    shape = tf.shape(hu)
+    height, width = (shape[1], shape[2]) if batched else (shape[0], shape[1])
+    scale = float(image_size) / tf.cast(tf.maximum(height, width), tf.float32)
+    resized_size = tf.minimum(tf.cast(tf.round(
+        tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32), image_size)
+    resized_size = tf.maximum(resized_size, 1)
+    if batched:
+        # `resize_with_scale` takes one [H, W, c] image: the batch's slices go along its
+        # channels (bilinear resizing treats each channel alone: each slice is resized).
+        batch = shape[0]
+        channels_last = tf.reshape(tf.transpose(hu, [1, 2, 0, 3]), tf.stack([height, width, -1]))
+        resized = resize_with_scale(channels_last, scale, resized_size, image_size)
+        resized = tf.transpose(tf.reshape(resized, tf.stack(
+            [resized_size[0], resized_size[1], batch, 3])), [2, 0, 1, 3])
+    else:
+        resized = resize_with_scale(hu, scale, resized_size, image_size)
+    image = hu_windows.apply_windows(resized, windows)
+    if flip is not None:
+        image = tf.cond(flip, lambda: tf.reverse(image, axis=[-2]), lambda: image)
+    image = tf.image.pad_to_bounding_box(image, 0, 0, image_size, image_size)
+    return image, scale, resized_size
+
+
 def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: int,
                           image_size: int = 512, box_padding_px: float = 20.0,
                           windows: Sequence[Sequence[float]] = hu_windows.DETECTOR_WINDOWS,
@@ -219,24 +265,18 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
         hu = tf.concat([hu_windows.hu_from_stored(example[k]) for k in SLICE_KEYS], axis=-1)
         original_size = tf.shape(hu)[:2]
         height, width = original_size[0], original_size[1]
-        scale = float(image_size) / tf.cast(tf.maximum(height, width), tf.float32)
-        resized_size = tf.minimum(
-            tf.cast(tf.round(tf.cast(original_size, tf.float32) * scale), tf.int32), image_size)
-        resized_size = tf.maximum(resized_size, 1)
-        image = hu_windows.apply_windows(
-            resize_with_scale(hu, scale, resized_size, image_size), windows)
+        flip = (None if flip_seed is None
+                else tf.random.stateless_uniform([], seed=flip_seed) < 0.5)
+        image, scale, resized_size = network_input(hu, image_size, windows, flip)
 
         lesions = example["lesions"]
         boxes = measurement_boxes(lesions["measurement"], height, width, box_padding_px)
         resized_last = tf.cast(resized_size - 1, tf.float32)
         boxes = tf.clip_by_value(scale_boxes(boxes, scale), 0.0,
                                  tf.stack([resized_last[0], resized_last[1]] * 2))
-        if flip_seed is not None:
-            flip = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
-            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+        if flip is not None:
             boxes = tf.cond(flip, lambda: flip_boxes_left_right(boxes, resized_size[1]),
                             lambda: boxes)
-        image = tf.image.pad_to_bounding_box(image, 0, 0, image_size, image_size)
         lesion_ids = lesions["lesion_id"]
         return {
             "images": tf.ensure_shape(image, [image_size, image_size, channels]),

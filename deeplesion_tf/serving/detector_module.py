@@ -342,23 +342,10 @@ class DetectorModule(tf.Module):
 
     def _network_input(self, hu: tf.Tensor):
         """`[B, H, W, 3]` HU -> (`[B, S, S, C]` network input, scale), as in training."""
-        shape = tf.shape(hu)
-        batch, height, width = shape[0], shape[1], shape[2]
-        size = self.image_size
-        scale = float(size) / tf.cast(tf.maximum(height, width), tf.float32)
-        resized_size = tf.minimum(tf.cast(tf.round(
-            tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32), size)
-        resized_size = tf.maximum(resized_size, 1)
-        # `resize_with_scale` takes one [H, W, c] image; the batch's slices go
-        # along its channels
-        # (bilinear resizing treats each channel alone, so this is resizing each slice).
-        channels_last = tf.reshape(tf.transpose(hu, [1, 2, 0, 3]), tf.stack([height, width, -1]))
-        resized = detector_pipeline.resize_with_scale(channels_last, scale, resized_size, size)
-        resized = tf.transpose(tf.reshape(resized, tf.stack(
-            [resized_size[0], resized_size[1], batch, 3])), [2, 0, 1, 3])
-        image = hu_windows.apply_windows(resized, self.windows)
-        image = tf.image.pad_to_bounding_box(image, 0, 0, size, size)
-        return tf.ensure_shape(image, [None, size, size, 3 * len(self.windows)]), scale
+        image, scale, _ = detector_pipeline.network_input(
+            tf.ensure_shape(hu, [None, None, None, 3]), self.image_size, self.windows)
+        return tf.ensure_shape(image, [None, self.image_size, self.image_size,
+                                       3 * len(self.windows)]), scale
 
     def _detect(self, hu: tf.Tensor, spacing=None) -> Dict[str, tf.Tensor]:
         height = tf.cast(tf.shape(hu)[1], tf.float32)
