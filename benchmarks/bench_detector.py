@@ -65,18 +65,20 @@ def bench(name, preset, repeats, mixed_precision=""):
                            size / 2 + side]]] * batch, tf.float32)
     classes = tf.ones([batch, 1], tf.int32)
     counts = tf.ones([batch], tf.int32)
+    strategy = tf.distribute.get_strategy()
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda context: tf.data.Dataset.from_tensors({
+            "images": images, "boxes": boxes, "classes": classes,
+            "num_lesions": counts}).repeat()))
+    step = training.make_train_step(model, optimizer, strategy, seed=0)
 
     @tf.function
     def infer():
         return model(images)["scores"]
 
-    @tf.function
     def train_step():
-        with tf.GradientTape() as tape:
-            loss = model.compute_losses(images, boxes, classes, counts)["total_loss"]
-        gradients = tape.gradient(training.scale_loss(optimizer, loss), model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
+        # The training loop's own step (`training.make_train_step`), on a constant batch.
+        return step(iterator)["total_loss"]
 
     infer_s, infer_runs = _median_seconds(lambda: infer().numpy(), repeats)
     train_s, train_runs = _median_seconds(lambda: train_step().numpy(), repeats)

@@ -132,6 +132,39 @@ def current_learning_rate(optimizer) -> tf.Tensor:
     return tf.convert_to_tensor(inner.learning_rate)
 
 
+def make_train_step(model: faster_rcnn.FasterRCNN, optimizer: keras.optimizers.Optimizer,
+                    strategy: tf.distribute.Strategy, seed: int):
+    """One optimizer step over a distributed iterator: `train_step(iterator) -> values`.
+
+    Each replica computes the four losses of its batch (`FasterRCNN.compute_losses`,
+    the anchor and RoI samples seeded by `[seed, step]`), their sum divided by the
+    replicas (so that the summed gradients are those of the global mean), scaled
+    under mixed float16; the optimizer applies them. Returns the replica means of
+    `SUMMARY_NAMES`. Used by `train` and by `benchmarks/bench_detector.py`.
+    """
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(batch, step_seed):
+        with tf.GradientTape() as tape:
+            values = model.compute_losses(batch["images"], batch["boxes"], batch["classes"],
+                                          batch["num_lesions"], training=True, seed=step_seed)
+            loss = values["total_loss"] / replicas
+            scaled = scale_loss(optimizer, loss)
+        variables = model.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+        return {name: values[name] for name in SUMMARY_NAMES}
+
+    @tf.function
+    def train_step(iterator):
+        step_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(optimizer.iterations, tf.int64)])
+        per_replica = strategy.run(replica_step, args=(next(iterator), step_seed))
+        return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for name, value in per_replica.items()}
+
+    return train_step
+
+
 def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
           make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
           strategy: tf.distribute.Strategy, model_dir: str, settings: TrainSettings,
@@ -175,27 +208,8 @@ def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
     else:
         logging.info("No checkpoint in %s: training from step 0", model_dir)
 
-    replicas = strategy.num_replicas_in_sync
     iterator = iter(strategy.distribute_datasets_from_function(make_dataset))
-
-    def replica_step(batch, seed):
-        with tf.GradientTape() as tape:
-            values = model.compute_losses(batch["images"], batch["boxes"], batch["classes"],
-                                          batch["num_lesions"], training=True, seed=seed)
-            loss = values["total_loss"] / replicas
-            scaled = scale_loss(optimizer, loss)
-        variables = model.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        optimizer.apply_gradients(zip(gradients, variables))
-        return {name: values[name] for name in SUMMARY_NAMES}
-
-    @tf.function
-    def train_step(iterator):
-        seed = tf.stack([tf.constant(settings.seed, tf.int64),
-                         tf.cast(optimizer.iterations, tf.int64)])
-        per_replica = strategy.run(replica_step, args=(next(iterator), seed))
-        return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
-                for name, value in per_replica.items()}
+    train_step = make_train_step(model, optimizer, strategy, settings.seed)
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train")) if chief else None
     step = int(optimizer.iterations.numpy())
