@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from deeplesion_tf.detection import faster_rcnn, training  # noqa: E402
+from deeplesion_tf.detection import config, faster_rcnn, training  # noqa: E402
 
 PRESETS = {
     # configs/paper_single_class.flags (random init instead of ImageNet).
@@ -55,9 +55,9 @@ def _median_seconds(function, repeats):
 def bench(name, preset, repeats, mixed_precision=""):
     tf.keras.utils.set_random_seed(0)
     size, batch = preset["image_size"], preset["batch"]
-    model = faster_rcnn.build_faster_rcnn(image_size=size, **preset["model"])
+    model = faster_rcnn.build_faster_rcnn(config.from_flat(image_size=size, **preset["model"]))
     optimizer = training.make_optimizer(
-        training.TrainSettings(steps=1, mixed_precision=mixed_precision))
+        config.TrainingConfig(steps=1, mixed_precision=mixed_precision))
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(size=[batch, size, size, 3]).astype(np.float32))
     side = size / 8

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from deeplesion_tf.data import hu_windows  # noqa: E402
-from deeplesion_tf.detection import faster_rcnn  # noqa: E402
+from deeplesion_tf.detection import config, faster_rcnn  # noqa: E402
 from deeplesion_tf.serving import detector_module  # noqa: E402
 from deeplesion_tf.serving import export  # noqa: E402
 
@@ -59,7 +59,7 @@ def _median_ms_per_image(function, batch, repeats):
 def bench(name, preset, repeats, work_dir):
     tf.keras.utils.set_random_seed(0)
     size = preset["image_size"]
-    model = faster_rcnn.build_faster_rcnn(image_size=size, **preset["model"])
+    model = faster_rcnn.build_faster_rcnn(config.from_flat(image_size=size, **preset["model"]))
     module = detector_module.DetectorModule(model, ["lesion"], image_size=size,
                                             windows=hu_windows.DETECTOR_WINDOWS,
                                             box_padding_px=20.0)

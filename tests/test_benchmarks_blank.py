@@ -18,6 +18,7 @@ import scipy.stats
 import tensorflow as tf
 
 from deeplesion_tf.detection import classes as classes_lib
+from deeplesion_tf.detection import config as config_lib
 from deeplesion_tf.detection import faster_rcnn
 from deeplesion_tf.detection import model_dir as model_dir_lib
 from tests.conftest import REPO_ROOT
@@ -46,9 +47,10 @@ def model_dirs(tmp_path_factory):
         model_dir = root / f"tiny_seed{seed}"
         model_dir.mkdir()
         tf.keras.utils.set_random_seed(seed)
-        model = faster_rcnn.build_faster_rcnn(image_size=64, **MODEL_KWARGS)
-        model_dir_lib.write_model_config(str(model_dir), MODEL_KWARGS, model_dir_lib.InputSettings(
-            64, ((-160.0, 240.0),), 4.0))
+        config = config_lib.from_flat(image_size=64, windows=[(-160.0, 240.0)],
+                                      box_padding_px=4.0, **MODEL_KWARGS)
+        model = faster_rcnn.build_faster_rcnn(config)
+        model_dir_lib.write_model_config(str(model_dir), config)
         classes_lib.write(classes_lib.ClassSpec("test", ["lesion"], None), str(model_dir))
         tf.train.Checkpoint(model=model).save(str(model_dir / "ckpt"))
         dirs.append(str(model_dir))

@@ -27,6 +27,7 @@ from deeplesion_tf.data import ct_reader
 from deeplesion_tf.data import deid
 from deeplesion_tf.data import png16
 from deeplesion_tf.detection import classes as classes_lib
+from deeplesion_tf.detection import config as config_lib
 from deeplesion_tf.detection import faster_rcnn
 from deeplesion_tf.detection import model_dir as model_dir_lib
 from deeplesion_tf.serving import detect
@@ -84,9 +85,10 @@ def saved_model(tmp_path_factory):
     """An export dir holding version 7 of a random-weight, two-class detector."""
     model_dir = tmp_path_factory.mktemp("random_detector")
     tf.keras.utils.set_random_seed(3)
-    model = faster_rcnn.build_faster_rcnn(image_size=96, **MODEL_KWARGS)
-    model_dir_lib.write_model_config(str(model_dir), MODEL_KWARGS, model_dir_lib.InputSettings(
-        96, ((-1024.0, 3071.0),), PADDING))
+    config = config_lib.from_flat(image_size=96, windows=[(-1024.0, 3071.0)],
+                                  box_padding_px=PADDING, **MODEL_KWARGS)
+    model = faster_rcnn.build_faster_rcnn(config)
+    model_dir_lib.write_model_config(str(model_dir), config)
     classes_lib.write(classes_lib.ClassSpec("test", ["nodule", "liver"], None), str(model_dir))
     tf.train.Checkpoint(model=model).save(str(model_dir / "ckpt"))
     export_dir = tmp_path_factory.mktemp("exported")

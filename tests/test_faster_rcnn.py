@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from deeplesion_tf.detection import config as config_lib
 from deeplesion_tf.detection import faster_rcnn
 from deeplesion_tf.detection import training
 
@@ -20,7 +21,7 @@ def _tiny(num_classes=2, **overrides):
                   rpn_num_samples=64, rois_per_image=16, score_threshold=0.0,
                   image_size=SIZE)
     kwargs.update(overrides)
-    return faster_rcnn.build_faster_rcnn(**kwargs)
+    return faster_rcnn.build_faster_rcnn(config_lib.from_flat(**kwargs))
 
 
 def _batch():
@@ -46,7 +47,7 @@ def _variables_by_stage(model):
 def test_every_stage_changes_after_one_step():
     tf.keras.utils.set_random_seed(0)
     model = _tiny()
-    optimizer = training.make_optimizer(training.TrainSettings(steps=1, learning_rate=0.01))
+    optimizer = training.make_optimizer(config_lib.TrainingConfig(steps=1, learning_rate=0.01))
     before = {stage: [v.numpy().copy() for v in variables]
               for stage, variables in _variables_by_stage(model).items()}
     images, boxes, classes, counts = _batch()
@@ -104,4 +105,5 @@ def test_config_round_trip_gives_the_same_detections():
 
 def test_pretrained_weights_need_the_full_width():
     with pytest.raises(ValueError, match="width"):
-        faster_rcnn.build_faster_rcnn(num_classes=1, weights="imagenet", width_multiplier=0.5)
+        faster_rcnn.build_faster_rcnn(config_lib.from_flat(
+            num_classes=1, weights="imagenet", width_multiplier=0.5))

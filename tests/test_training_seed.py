@@ -9,6 +9,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from deeplesion_tf.data import detector_pipeline
+from deeplesion_tf.detection import config as config_lib
 from deeplesion_tf.detection import faster_rcnn
 from deeplesion_tf.detection import training
 
@@ -41,7 +42,7 @@ def _train(tmp_path, seed):
             "images": tf.ones([1, 8, 8, 3]), "boxes": tf.zeros([1, 1, 4]),
             "classes": tf.ones([1, 1], tf.int32), "num_lesions": tf.ones([1], tf.int32)}).repeat()
 
-    settings = training.TrainSettings(steps=3, optimizer="sgd", learning_rate=0.01,
+    settings = config_lib.TrainingConfig(steps=3, optimizer="sgd", learning_rate=0.01,
                                       log_every=1, checkpoint_every=10, seed=seed)
     return training.train(build_model, make_dataset, tf.distribute.get_strategy(),
                           str(tmp_path / f"seed{seed}"), settings, progress=False)

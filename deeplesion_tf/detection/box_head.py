@@ -46,15 +46,20 @@ class BoxHead(keras.layers.Layer):
     """
 
     def __init__(self, num_classes: int, fc_units: int = 4096, dropout_rate: float = 0.0,
-                 **kwargs):
+                 category_loss_weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         if num_classes < 1 or fc_units < 1:
             raise ValueError(f"num_classes and fc_units must be >= 1, got {num_classes}, {fc_units}")
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+        if category_loss_weight < 0:
+            raise ValueError(f"category_loss_weight must be >= 0, got {category_loss_weight}")
         self.num_classes = num_classes
         self.fc_units = fc_units
         self.dropout_rate = dropout_rate
+        # The weight of the category term of this head's loss (`losses.rcnn_losses`'
+        # `category_weight`; 1 is the plain softmax loss, the paper's).
+        self.category_loss_weight = float(category_loss_weight)
         self.fc6 = keras.layers.Dense(fc_units, activation="relu", dtype=self.dtype_policy,
                                       name="fc6")
         self.fc7 = keras.layers.Dense(fc_units, activation="relu", dtype=self.dtype_policy,
@@ -115,5 +120,6 @@ class BoxHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, fc_units=self.fc_units,
-                      dropout_rate=self.dropout_rate)
+                      dropout_rate=self.dropout_rate,
+                      category_loss_weight=self.category_loss_weight)
         return config

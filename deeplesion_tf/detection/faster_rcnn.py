@@ -11,29 +11,32 @@ Boxes are `[ymin, xmin, ymax, xmax]` in absolute pixels of the network input
 throughout (`deeplesion_tf.data.detector_pipeline` makes them so).
 
 The model is a composition, each stage its own layer:
-  backbone -> rpn_head -> proposal_generator -> (training: roi_sampler) ->
-  roi_pooler -> box_head -> (inference: detection_generator).
+  backbone -> rpn_head (+ rpn_targets: anchors, training targets) ->
+  proposal_generator -> (training: roi_sampler) -> roi_pooler -> box_head ->
+  (inference: detection_generator).
+`build_faster_rcnn(config)` builds it from a `config.DetectorConfig`.
 `call` runs inference; `compute_losses` runs the training graph and returns
 the four losses, optimised jointly.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import keras
 import tensorflow as tf
 
 from deeplesion_tf.detection import backbone as backbone_lib
 from deeplesion_tf.detection import box_head as box_head_lib
+from deeplesion_tf.detection import config as config_lib
 from deeplesion_tf.detection import detection_generator as detection_generator_lib
 from deeplesion_tf.detection import losses
 from deeplesion_tf.detection import proposal_generator as proposal_generator_lib
 from deeplesion_tf.detection import roi_pooler as roi_pooler_lib
 from deeplesion_tf.detection import roi_sampler as roi_sampler_lib
 from deeplesion_tf.detection import rpn_head as rpn_head_lib
+from deeplesion_tf.detection import rpn_targets as rpn_targets_lib
 from deeplesion_tf.nets import vgg16
-from deeplesion_tf.ops import anchors as anchors_lib
 
 LOSS_NAMES = ("rpn_class_loss", "rpn_box_loss", "rcnn_class_loss", "rcnn_box_loss")
 # The stages that handle box coordinates run in float32 under a mixed precision
@@ -47,50 +50,26 @@ class FasterRCNN(keras.Model):
 
     Args:
       backbone: images `[B, H, W, 3]` in [0, 1] -> features `[B, h, w, C]`.
-      rpn_head: `RPNHead` with `len(anchor_sizes) * len(anchor_ratios)` anchors.
+      rpn_head: `RPNHead` with `rpn_targets.num_anchors` anchors per position.
+      rpn_targets: `RPNTargets`: the anchors and the RPN's training targets.
       proposal_generator: `ProposalGenerator`.
       roi_sampler: `RoISampler` (training only).
       roi_pooler: `RoIPooler` with the backbone's stride.
-      box_head: `BoxHead`.
+      box_head: `BoxHead` (with its loss's category weight).
       detection_generator: `DetectionGenerator`.
-      anchor_sizes: anchor sides in input pixels (paper: 48, 72, 96).
-      anchor_ratios: height / width ratios (paper: 0.5, 1, 2).
-      stride: input pixels per feature position (8).
-      rpn_positive_iou, rpn_negative_iou, rpn_num_samples, rpn_positive_fraction:
-        RPN training targets (Faster R-CNN: 0.7, 0.3, 256, 0.5).
-      rpn_ignore_cross_boundary: anchors crossing the image border take no part
-        in the RPN's training (py-faster-rcnn), see `losses.rpn_losses`.
-      category_loss_weight: weight of the box head's category term
-        (`losses.rcnn_losses`' `category_weight`; 1 is the plain softmax loss).
     """
 
-    def __init__(self, backbone, rpn_head, proposal_generator, roi_sampler, roi_pooler,
-                 box_head, detection_generator, *,
-                 anchor_sizes: Sequence[float] = anchors_lib.PAPER_ANCHOR_SIZES,
-                 anchor_ratios: Sequence[float] = anchors_lib.PAPER_ANCHOR_RATIOS,
-                 stride: int = backbone_lib.STRIDE, rpn_positive_iou: float = 0.7,
-                 rpn_negative_iou: float = 0.3, rpn_num_samples: int = 256,
-                 rpn_positive_fraction: float = 0.5, rpn_ignore_cross_boundary: bool = True,
-                 category_loss_weight: float = 1.0, **kwargs):
+    def __init__(self, backbone, rpn_head, rpn_targets, proposal_generator, roi_sampler,
+                 roi_pooler, box_head, detection_generator, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.rpn_head = rpn_head
+        self.rpn_targets = rpn_targets
         self.proposal_generator = proposal_generator
         self.roi_sampler = roi_sampler
         self.roi_pooler = roi_pooler
         self.box_head = box_head
         self.detection_generator = detection_generator
-        self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
-        self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
-        self.stride = int(stride)
-        self.rpn_positive_iou = float(rpn_positive_iou)
-        self.rpn_negative_iou = float(rpn_negative_iou)
-        self.rpn_num_samples = int(rpn_num_samples)
-        self.rpn_positive_fraction = float(rpn_positive_fraction)
-        self.rpn_ignore_cross_boundary = bool(rpn_ignore_cross_boundary)
-        if category_loss_weight < 0:
-            raise ValueError(f"category_loss_weight must be >= 0, got {category_loss_weight}")
-        self.category_loss_weight = float(category_loss_weight)
 
     @property
     def num_classes(self) -> int:
@@ -101,11 +80,6 @@ class FasterRCNN(keras.Model):
         shape = [d if d is not None else 64 for d in input_shape]
         self.call(tf.zeros([1] + shape[1:]))
         self.built = True
-
-    def _anchors(self, features: tf.Tensor) -> tf.Tensor:
-        shape = tf.shape(features)
-        return anchors_lib.anchor_grid(shape[1], shape[2], self.stride, self.anchor_sizes,
-                                       self.anchor_ratios)  # [N, 4]
 
     def call(self, images, training=False) -> Dict[str, tf.Tensor]:
         """Detections of `images` `[B, H, W, 3]` (windowed slices in [0, 1]).
@@ -118,8 +92,8 @@ class FasterRCNN(keras.Model):
         features = self.backbone(images, training=training)
         rpn = self.rpn_head(features)
         proposals = self.proposal_generator(rpn["objectness"], rpn["deltas"],
-                                            self._anchors(features), image_size=image_size,
-                                            training=False)
+                                            self.rpn_targets.anchors(features),
+                                            image_size=image_size, training=False)
         head = self.box_head(self.roi_pooler(features, proposals.boxes), training=training)
         detections = self.detection_generator(head["class_logits"], head["deltas"],
                                               proposals.boxes, proposals.valid,
@@ -151,12 +125,9 @@ class FasterRCNN(keras.Model):
         gt_valid = tf.sequence_mask(num_lesions, tf.shape(gt_boxes)[1])
         features = self.backbone(images, training=training)
         rpn = self.rpn_head(features)
-        anchors = self._anchors(features)
-        result = losses.rpn_losses(
-            rpn["objectness"], rpn["deltas"], anchors, gt_boxes, gt_valid,
-            positive_iou=self.rpn_positive_iou, negative_iou=self.rpn_negative_iou,
-            num_samples=self.rpn_num_samples, positive_fraction=self.rpn_positive_fraction,
-            image_size=image_size if self.rpn_ignore_cross_boundary else None, seed=rpn_seed)
+        anchors = self.rpn_targets.anchors(features)
+        result = self.rpn_targets.losses(rpn["objectness"], rpn["deltas"], anchors, gt_boxes,
+                                         gt_valid, image_size, seed=rpn_seed)
         # Proposals are inputs of the second stage, not a path for its gradients.
         proposals = self.proposal_generator(
             tf.stop_gradient(rpn["objectness"]), tf.stop_gradient(rpn["deltas"]), anchors,
@@ -166,7 +137,7 @@ class FasterRCNN(keras.Model):
         head = self.box_head(self.roi_pooler(features, rois.boxes), training=training)
         result.update(losses.rcnn_losses(head["class_logits"], head["deltas"], rois.classes,
                                          rois.box_targets, rois.valid,
-                                         category_weight=self.category_loss_weight))
+                                         category_weight=self.box_head.category_loss_weight))
         result["total_loss"] = tf.add_n([result[name] for name in LOSS_NAMES])
         result["rpn_recall"] = losses.rpn_recall(proposals.boxes, proposals.valid, gt_boxes,
                                                  gt_valid)
@@ -174,106 +145,94 @@ class FasterRCNN(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        for name in ("backbone", "rpn_head", "proposal_generator", "roi_sampler", "roi_pooler",
-                     "box_head", "detection_generator"):
+        for name in _STAGES:
             config[name] = keras.saving.serialize_keras_object(getattr(self, name))
-        config.update(anchor_sizes=list(self.anchor_sizes), anchor_ratios=list(self.anchor_ratios),
-                      stride=self.stride, rpn_positive_iou=self.rpn_positive_iou,
-                      rpn_negative_iou=self.rpn_negative_iou,
-                      rpn_num_samples=self.rpn_num_samples,
-                      rpn_positive_fraction=self.rpn_positive_fraction,
-                      rpn_ignore_cross_boundary=self.rpn_ignore_cross_boundary,
-                      category_loss_weight=self.category_loss_weight)
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for name in ("backbone", "rpn_head", "proposal_generator", "roi_sampler", "roi_pooler",
-                     "box_head", "detection_generator"):
+        for name in _STAGES:
             config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)
 
 
-def build_faster_rcnn(*, num_classes: int, weights=None, width_multiplier: float = 1.0,
-                      frozen_blocks: int = 0, backbone_norm: str = "none",
-                      fc_units: int = 4096,
-                      anchor_sizes: Sequence[float] = anchors_lib.PAPER_ANCHOR_SIZES,
-                      anchor_ratios: Sequence[float] = anchors_lib.PAPER_ANCHOR_RATIOS,
-                      rpn_channels: Optional[int] = None,
-                      train_pre_nms_top_k: int = 12000, train_post_nms_top_k: int = 2000,
-                      test_pre_nms_top_k: int = 6000, test_post_nms_top_k: int = 300,
-                      rpn_nms_iou: float = 0.7, rpn_positive_iou: float = 0.7,
-                      rpn_negative_iou: float = 0.3, rpn_num_samples: int = 256,
-                      rpn_positive_fraction: float = 0.5, rpn_ignore_cross_boundary: bool = True,
-                      category_loss_weight: float = 1.0, rois_per_image: int = 32,
-                      foreground_fraction: float = 0.25, foreground_iou: float = 0.5,
-                      background_iou_high: float = 0.5, background_iou_low: float = 0.1,
-                      roi_pooling: str = "max", pool_size: int = 7,
-                      score_threshold: float = 0.5, detection_nms_iou: float = 0.3,
-                      max_detections: int = 5, detection_score: str = "class",
-                      fc_from_vgg16: bool = True,
-                      image_size: Optional[int] = None,
+_STAGES = ("backbone", "rpn_head", "rpn_targets", "proposal_generator", "roi_sampler",
+           "roi_pooler", "box_head", "detection_generator")
+
+
+def build_faster_rcnn(config: config_lib.DetectorConfig, *, build: bool = True,
                       name: str = "faster_rcnn") -> FasterRCNN:
-    """A `FasterRCNN` from plain settings (the paper's by default).
+    """A `FasterRCNN` from a `config.DetectorConfig` (the paper's by default).
 
     Args:
-      num_classes: K foreground classes (1 for single-class detection).
-      weights: None, "imagenet" or a local Keras VGG16 weights file.
-      width_multiplier: scales every convolution (1 for the paper; pretrained
-        weights need 1).
-      frozen_blocks: VGG16 blocks kept fixed (with pretrained weights).
-      backbone_norm: "none" (the paper) or "group" (`backbone.build_backbone`'s `norm`).
-      fc_units: units of the box head's FC6 and FC7 (4096 as VGG16).
-      rpn_channels: the RPN's 3x3 conv; by default the trunk's width.
-      fc_from_vgg16: with `weights`, FC6/FC7 of the box head start from
-        VGG16's classifier (`fc1`, `fc2`), as in the paper; the file must have it.
-      detection_score: "class" (the paper) or "lesion"
-        (`detection_generator.DetectionGenerator`'s `score`).
-      image_size: when given, the model is built on `[1, image_size, image_size, 3]`.
-      The rest: see the stages' docstrings.
+      config: every stage's settings; `config.backbone.weights` (None,
+        "imagenet" or a local Keras VGG16 weights file) initialise the trunk and,
+        with `config.box_head.fc_from_vgg16`, FC6/FC7 of the box head.
+      build: build the model on `[1, S, S, 3]` (`S = config.inputs.image_size`).
+      name: the model's name.
+
+    Raises:
+      ValueError: FC6/FC7 from VGG16 asked for a box head of another shape, or
+        a weights file without the classifier.
     """
-    num_anchors = len(anchor_sizes) * len(anchor_ratios)
-    channels = max(1, int(round(512 * width_multiplier)))
+    backbone_config, rpn, head = config.backbone, config.rpn, config.box_head
+    proposals, sampler, detections = config.proposals, config.roi_sampler, config.detections
+    channels = max(1, int(round(512 * backbone_config.width_multiplier)))
+    weights = backbone_config.weights
+    fc_from_vgg16 = head.fc_from_vgg16 and weights is not None
+    if fc_from_vgg16 and (head.fc_units, config.pooler.output_size) != (4096, 7):
+        raise ValueError(f"VGG16's FC6/FC7 fit fc_units=4096 and pool_size=7, not {head.fc_units} "
+                         f"and {config.pooler.output_size}; pass fc_from_vgg16=False to "
+                         "initialise them randomly")
+    rpn_targets = rpn_targets_lib.RPNTargets(
+        anchor_sizes=rpn.anchor_sizes, anchor_ratios=rpn.anchor_ratios,
+        stride=backbone_lib.STRIDE, positive_iou=rpn.positive_iou,
+        negative_iou=rpn.negative_iou, num_samples=rpn.num_samples,
+        positive_fraction=rpn.positive_fraction,
+        ignore_cross_boundary=rpn.ignore_cross_boundary, name="rpn_targets")
     model = FasterRCNN(
-        backbone=backbone_lib.build_backbone(weights=weights, width_multiplier=width_multiplier,
-                                             frozen_blocks=frozen_blocks, norm=backbone_norm),
-        rpn_head=rpn_head_lib.RPNHead(num_anchors=num_anchors,
-                                      channels=rpn_channels or channels, name="rpn_head"),
+        backbone=backbone_lib.build_backbone(
+            weights=weights, width_multiplier=backbone_config.width_multiplier,
+            frozen_blocks=backbone_config.frozen_blocks, norm=backbone_config.norm),
+        rpn_head=rpn_head_lib.RPNHead(num_anchors=rpn_targets.num_anchors,
+                                      channels=rpn.channels or channels, name="rpn_head"),
+        rpn_targets=rpn_targets,
         proposal_generator=proposal_generator_lib.ProposalGenerator(
-            train_pre_nms_top_k=train_pre_nms_top_k, train_post_nms_top_k=train_post_nms_top_k,
-            test_pre_nms_top_k=test_pre_nms_top_k, test_post_nms_top_k=test_post_nms_top_k,
-            nms_iou_threshold=rpn_nms_iou, name="proposal_generator", dtype=_BOX_DTYPE),
+            train_pre_nms_top_k=proposals.train_pre_nms_top_k,
+            train_post_nms_top_k=proposals.train_post_nms_top_k,
+            test_pre_nms_top_k=proposals.test_pre_nms_top_k,
+            test_post_nms_top_k=proposals.test_post_nms_top_k,
+            nms_iou_threshold=proposals.nms_iou, name="proposal_generator", dtype=_BOX_DTYPE),
         roi_sampler=roi_sampler_lib.RoISampler(
-            num_samples=rois_per_image, foreground_fraction=foreground_fraction,
-            foreground_iou=foreground_iou, background_iou_high=background_iou_high,
-            background_iou_low=background_iou_low, name="roi_sampler", dtype=_BOX_DTYPE),
-        roi_pooler=roi_pooler_lib.RoIPooler(output_size=pool_size, stride=backbone_lib.STRIDE,
-                                            method=roi_pooling, name="roi_pooler",
+            num_samples=sampler.num_samples, foreground_fraction=sampler.foreground_fraction,
+            foreground_iou=sampler.foreground_iou, background_iou_high=sampler.background_iou_high,
+            background_iou_low=sampler.background_iou_low, name="roi_sampler", dtype=_BOX_DTYPE),
+        roi_pooler=roi_pooler_lib.RoIPooler(output_size=config.pooler.output_size,
+                                            stride=backbone_lib.STRIDE,
+                                            method=config.pooler.method, name="roi_pooler",
                                             dtype=_BOX_DTYPE),
-        box_head=box_head_lib.BoxHead(num_classes=num_classes, fc_units=fc_units,
+        box_head=box_head_lib.BoxHead(num_classes=head.num_classes, fc_units=head.fc_units,
+                                      category_loss_weight=head.category_loss_weight,
                                       name="box_head"),
         detection_generator=detection_generator_lib.DetectionGenerator(
-            score_threshold=score_threshold, nms_iou_threshold=detection_nms_iou,
-            max_detections=max_detections, score=detection_score,
+            score_threshold=detections.score_threshold, nms_iou_threshold=detections.nms_iou,
+            max_detections=detections.max_detections, score=detections.score,
             name="detection_generator", dtype=_BOX_DTYPE),
-        anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios, stride=backbone_lib.STRIDE,
-        rpn_positive_iou=rpn_positive_iou, rpn_negative_iou=rpn_negative_iou,
-        rpn_num_samples=rpn_num_samples, rpn_positive_fraction=rpn_positive_fraction,
-        rpn_ignore_cross_boundary=rpn_ignore_cross_boundary,
-        category_loss_weight=category_loss_weight, name=name)
-    if fc_from_vgg16 and weights is not None and (fc_units, pool_size) != (4096, 7):
-        raise ValueError(f"VGG16's FC6/FC7 fit fc_units=4096 and pool_size=7, not {fc_units} "
-                         f"and {pool_size}; pass fc_from_vgg16=False to initialise them randomly")
-    if image_size is not None or weights is not None:
+        name=name)
+    if build:
         # One pass on zeros creates the variables (`FasterRCNN.build`).
-        model.build((1, image_size or 224, image_size or 224, 3))
-    if fc_from_vgg16 and weights is not None:
+        size = config.inputs.image_size
+        model.build((1, size, size, 3))
+    if fc_from_vgg16:
         try:
             fc = vgg16.fc_weights(weights)
         except ValueError as error:
             raise ValueError(f"{error}; the box head's FC6/FC7 start from VGG16's classifier "
                              "(paper), so give a weights file with it, or pass "
                              "fc_from_vgg16=False") from error
+        if not model.built:
+            size = config.inputs.image_size
+            model.build((1, size, size, 3))
         model.box_head.load_fc_weights(fc)
     return model

@@ -20,7 +20,6 @@ worker has to take part in a save of distributed variables).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import shutil
@@ -33,52 +32,14 @@ from absl import logging
 from tqdm import tqdm
 
 from deeplesion_tf import distribute
+from deeplesion_tf.detection import config as config_lib
 from deeplesion_tf.detection import faster_rcnn
 
 SUMMARY_NAMES = faster_rcnn.LOSS_NAMES + ("total_loss", "rpn_recall")
 MIXED_PRECISION_POLICIES = ("", "mixed_float16", "mixed_bfloat16")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    """How the detector is trained (defaults: the paper's, Sec. 3).
-
-    Attributes:
-      steps: total optimizer steps (the paper: 60K).
-      optimizer: "sgd" (the paper: SGD with momentum) or "adam" (Adam, for
-        training from random initialisation on a CPU in few steps).
-      learning_rate: initial SGD learning rate (0.001).
-      decay_every: the learning rate is multiplied by `decay_factor` every
-        this many steps (20K, 0.1).
-      decay_factor: see `decay_every`.
-      momentum: SGD momentum (0.9).
-      weight_decay: decoupled weight decay of the SGD optimizer (0.0005, py-faster-rcnn's).
-      clip_norm: clip the global gradient norm to this (None: no clipping).
-      checkpoint_every: steps between checkpoints.
-      keep_checkpoints: how many checkpoints are kept.
-      log_every: steps between summaries.
-      mixed_precision: "" (float32), "mixed_float16" (GPUs) or "mixed_bfloat16" (TPUs).
-      seed: seeds the anchor and RoI samples (stateless draws from `seed` and
-        the step, so that another seed gives other samples and a resumed run
-        the samples it would have drawn).
-    """
-
-    steps: int
-    optimizer: str = "sgd"
-    learning_rate: float = 1e-3
-    decay_every: int = 20000
-    decay_factor: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    clip_norm: Optional[float] = None
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    log_every: int = 20
-    mixed_precision: str = ""
-    seed: int = 0
-
-
-def learning_rate_schedule(settings: TrainSettings):
+def learning_rate_schedule(settings: config_lib.TrainingConfig):
     """Step decay: `learning_rate * decay_factor ** (step // decay_every)`."""
     boundaries = list(range(settings.decay_every, max(settings.steps, 1), settings.decay_every))
     values = [settings.learning_rate * settings.decay_factor ** i
@@ -88,7 +49,7 @@ def learning_rate_schedule(settings: TrainSettings):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-def make_optimizer(settings: TrainSettings) -> keras.optimizers.Optimizer:
+def make_optimizer(settings: config_lib.TrainingConfig) -> keras.optimizers.Optimizer:
     """SGD with momentum (or Adam), weight decay and the step schedule (loss-scaled for float16).
 
     Raises:
@@ -167,7 +128,7 @@ def make_train_step(model: faster_rcnn.FasterRCNN, optimizer: keras.optimizers.O
 
 def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
           make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
-          strategy: tf.distribute.Strategy, model_dir: str, settings: TrainSettings,
+          strategy: tf.distribute.Strategy, model_dir: str, settings: config_lib.TrainingConfig,
           progress: bool = True) -> Dict[str, float]:
     """Trains (or resumes training) until `settings.steps` optimizer steps.
 
@@ -178,7 +139,7 @@ def train(build_model: Callable[[], faster_rcnn.FasterRCNN],
         input context), as `tf.distribute.Strategy.distribute_datasets_from_function` wants.
       strategy: from `deeplesion_tf.distribute.make_strategy`.
       model_dir: checkpoints and summaries.
-      settings: `TrainSettings`.
+      settings: `config_lib.TrainingConfig`.
       progress: show a progress bar (chief only).
 
     Returns:
