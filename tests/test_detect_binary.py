@@ -31,6 +31,8 @@ from deeplesion_tf.detection import config as config_lib
 from deeplesion_tf.detection import faster_rcnn
 from deeplesion_tf.detection import model_dir as model_dir_lib
 from deeplesion_tf.serving import detect
+from deeplesion_tf.serving import detection_files
+from deeplesion_tf.serving import slice_inputs
 from deeplesion_tf.serving import export
 from tests.conftest import REPO_ROOT
 
@@ -188,11 +190,11 @@ def test_output_names_are_pseudonyms_of_the_identifiers(inputs):
     assert series == deid.pseudonym(salt, "series", ds.SeriesInstanceUID)
     assert instance == deid.pseudonym(salt, "instance", ds.SOPInstanceUID)
     ct = ct_reader.read_ct(inputs["phi_paths"][0])
-    assert detect.dicom_name(ct, salt) == _name(inputs["phi_paths"][0])
+    assert slice_inputs.dicom_name(ct, salt) == _name(inputs["phi_paths"][0])
     # The dataset builder's patient pseudonym: one patient, one pseudonym across the two.
     assert len(patient) == 16 and patient != PHI["PatientID"]
-    assert detect.png_name(inputs["png"], salt) == _png_name(inputs["png"])
-    assert detect.png_name(inputs["png"], "another salt") != _png_name(inputs["png"])
+    assert slice_inputs.png_name(inputs["png"], salt) == _png_name(inputs["png"])
+    assert slice_inputs.png_name(inputs["png"], "another salt") != _png_name(inputs["png"])
 
 
 def test_ct_small_json_matches_the_saved_model(runs, inputs, saved_model):
@@ -284,7 +286,7 @@ def test_draw_writes_the_windowed_slice_with_class_coloured_boxes(runs, inputs):
     # The first box's left edge has its class colour.
     first = result["detections"][0]
     ymin, xmin, ymax, xmax = first["box_px"]
-    colour = detect._PALETTE[first["class_id"] - 1]
+    colour = detection_files.PALETTE[first["class_id"] - 1]
     rows = np.arange(int(np.ceil(ymin)) + 2, int(ymax) - 1)
     edge = image[rows, int(round(xmin))]
     assert rows.size == 0 or np.any(np.all(edge == colour, axis=-1))
