@@ -63,7 +63,11 @@ def test_writes_configs_checkpoints_and_summaries(trained):
     config = json.loads((trained / "model_config.json").read_text())
     assert config["inputs"] == {"image_size": 128, "windows": [[-1024.0, 3071.0]],
                                 "box_padding_px": 4.0}
-    assert config["model"]["num_classes"] == 1
+    assert config["format"] == 2 and config["box_head"]["num_classes"] == 1
+    assert config["backbone"] == {"weights": None, "width_multiplier": 0.125, "frozen_blocks": 0,
+                                  "norm": "none"}
+    assert config["rpn"]["anchor_sizes"] == [12.0, 18.0, 24.0, 32.0]
+    assert config["training"]["steps"] == STEPS and config["training"]["seed"] == 1
     assert json.loads((trained / "classes.json").read_text())["names"] == ["lesion"]
     assert tf.train.latest_checkpoint(str(trained)).endswith(f"ckpt-{STEPS}")
     tags = set()

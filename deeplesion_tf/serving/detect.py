@@ -1,23 +1,12 @@
 """Running an exported detector on DICOM files, DICOM series folders and PNGs (`bin/detect`).
 
-Inputs:
-  * A DICOM file: one key slice; its neighbours are not looked up, so the key
-    slice stands in for the previous and next slice (pass the folder for context).
-  * A folder: every file below it (recursively) is read; DICOM slices are
-    grouped by series and ordered head to feet (as `pacs_source` orders them),
-    and every slice is a key slice with its neighbours as context (the key
-    slice stands in at the ends of a series, as in the dataset builders).
-    16-bit PNGs (HU + 32768, the NIH release's format) in a folder are a series
-    in file-name order.
-  * A PNG file: one key slice; its neighbours are the previous and next PNG of
-    its folder in file-name order (the release names slices by index).
-(Read by `slice_inputs`.) A file that cannot be read fails alone, as a `Failure` naming the file and
-why (not DICOM, not CT, an invalid header value such as a RescaleSlope of
-"abc" or a slice below `checks.MIN_SLICE_SIDE_PX` per side, an 8-bit PNG, PNG
-data that does not decode), before the model runs; the others still run.
+Inputs (`slice_inputs`): DICOM files, DICOM series folders (ordered head to feet) and
+16-bit PNGs, each key slice with its neighbours as context. A file that cannot be read
+fails alone, as a `Failure` naming the file and why, before the model runs; the others
+still run.
 
-Results (`detection_files`): one JSON file per key slice, and with `draw` one PNG of the key slice
-under a display window with the boxes coloured by class and labelled, all
+Results (`detection_files`): one JSON file per key slice, and with `draw` one PNG of
+the key slice under a display window with the boxes coloured by class and labelled, all
 directly in the output folder. Neither their names nor their contents hold an
 input path or a DICOM identifier, since in a PACS export both carry the
 patient's: a DICOM slice is named
@@ -29,7 +18,6 @@ study and series pseudonyms are those of the TFDS dataset), and a PNG slice
 and its `context` the neighbours' names. Which input became which name is
 logged, not written.
 """
-
 
 from __future__ import annotations
 
