@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+# Slow tier (the benchmark scripts run end to end in subprocesses): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 RUN_ALL = REPO_ROOT / "benchmarks" / "run_all"
 GPU_CHECK = REPO_ROOT / "benchmarks" / "gpu_check.sh"
 
@@ -139,7 +142,6 @@ def test_gpu_check_smoke_on_cpu_writes_timings_and_finite_losses(tmp_path):
     assert "Result: all steps passed." in report
 
 
-@pytest.mark.slow
 def test_bench_multi_vs_single_end_to_end_on_the_dummy_pacs(dummy_pacs_data_dir, tmp_path):
     # A smoke run (2 steps, one seed) on the dummy PACS's train split, several patients:
     # every step runs, and the pooled figures are the evaluations' own.

@@ -23,6 +23,9 @@ from deeplesion_tf.detection import faster_rcnn
 from deeplesion_tf.detection import model_dir as model_dir_lib
 from tests.conftest import REPO_ROOT
 
+# Slow tier (trains and exports detectors, runs the script): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 SCRIPT = REPO_ROOT / "benchmarks" / "bench_blank_slices.py"
 MODEL_KWARGS = dict(num_classes=1, width_multiplier=0.0625, fc_units=32,
                     anchor_sizes=[12.0, 24.0], test_pre_nms_top_k=300, test_post_nms_top_k=32,
@@ -108,7 +111,6 @@ def test_blank_slices_with_and_without_the_rule(model_dirs, tmp_path):
     assert "| pooled (2) | water + noise | 0.00 [0.00, 0.00] |" in paired
 
 
-@pytest.mark.slow
 def test_script_runs_and_writes_json(model_dirs, tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), f"--model_dirs={','.join(model_dirs)}", f"--size={SIZE}",

@@ -11,6 +11,9 @@ from tests import tfds_helpers
 from tests.conftest import REPO_ROOT
 from tfds_deeplesion.deeplesion import dummy_data_generation as dummy
 
+# Slow tier (bin/categorize_lesions in subprocesses): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -61,6 +61,7 @@ def test_loop_finds_the_kinds_and_converges():
     assert set(first.k_scores["silhouette"]) == {2, 3, 4, 5}
 
 
+@pytest.mark.slow
 def test_an_ensemble_chooses_k_by_agreement_and_fine_tunes_every_member():
     patches, kinds, ids = _patches()
     models = []

@@ -36,6 +36,9 @@ from deeplesion_tf.serving import slice_inputs
 from deeplesion_tf.serving import export
 from tests.conftest import REPO_ROOT
 
+# Slow tier (exports a detector and runs bin/detect in subprocesses): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 SERIES = REPO_ROOT / "tfds_deeplesion" / "deeplesion" / "dummy_data" / "dicom" / "85479032" / \
     "study2" / "series1"
 PADDING = 4.0

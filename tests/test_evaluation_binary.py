@@ -19,6 +19,9 @@ from tests.conftest import REPO_ROOT
 from tests.test_train_detector import TINY_FLAGS
 from tfds_deeplesion import splits
 
+# Slow tier (trains and evaluates through the binaries): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 SPLIT = "test"
 TRUTH_CSV = REPO_ROOT / "tfds_deeplesion" / "deeplesion" / "dummy_data" / "truth.csv"
 PADDING = 4.0  # TINY_FLAGS' --box_padding_px

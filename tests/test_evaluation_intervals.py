@@ -138,6 +138,7 @@ def test_the_patient_is_the_unit_a_copied_slice_adds_no_information():
     assert one["method"] == "BCa" and 0.0 < one["interval"][0] < 0.7 < one["interval"][1] <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accuracy,seed", [(0.8, 0), (0.5, 1)])
 def test_95_percent_intervals_cover_a_known_accuracy_93_to_97_percent_of_the_time(accuracy,
                                                                                   seed):
@@ -241,6 +242,7 @@ def test_as_percent_and_patient_ids():
     assert records.patient_id(truth) == "abc123"
 
 
+@pytest.mark.slow
 def test_under_no_difference_the_paired_interval_holds_0_and_p_is_rarely_small():
     # 400 pairs of equally good models on test sets of 60 patients (1-5 slices each, a
     # success rate per patient shared by both models, as two detectors share hard cases).

@@ -14,10 +14,14 @@ import os
 import signal
 import time
 
+import pytest
 import tensorflow as tf
 
 from tests.test_faults_training import CHECKPOINT_EVERY, STEPS, _logged_steps, _resumed_at, _start
 from tests.test_multi_worker import _free_ports
+
+# Slow tier (a cluster of training processes): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
 
 
 def _cluster_env(workers, index):

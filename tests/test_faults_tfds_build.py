@@ -17,11 +17,15 @@ import sys
 import time
 
 import pydicom
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tfds_deeplesion  # noqa: F401 (registers deeplesion)
 from tfds_deeplesion.deeplesion import dummy_data_generation as dummy
+
+# Slow tier (a killed tfds build in a subprocess): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
 
 SPLITS = {"train": 14, "validation": 2, "test": 3}
 COMMAND = [os.path.join(os.path.dirname(sys.executable), "tfds"), "build", "deeplesion",

@@ -13,9 +13,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
+
+# Slow tier (a killed training process): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
 
 STEPS = 12
 CHECKPOINT_EVERY = 4

@@ -11,10 +11,14 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from tests.test_train_detector import TINY_FLAGS
+
+# Slow tier (a cluster of training processes): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
 
 STEPS = 3
 

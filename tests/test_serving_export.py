@@ -34,6 +34,9 @@ STEPS = 20
 IMAGE_SIZE = 128  # TINY_FLAGS
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
+# Slow tier (trains with bin/train_detector, exports, loads in fresh processes).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trained(dummy_pacs_data_dir, tmp_path_factory):
@@ -143,6 +146,7 @@ for name in ("deeplesion_tf", "tfds_deeplesion"):
     else:
         raise SystemExit(f"{name} imported in the isolated process")
 import numpy as np, tensorflow as tf
+
 inputs = np.load(sys.argv[2], allow_pickle=True)
 model = tf.saved_model.load(sys.argv[1])
 out = {}

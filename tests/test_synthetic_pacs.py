@@ -231,6 +231,7 @@ def test_bookmarks_measure_their_lesion(truth, marks, plans):
             assert abs(cosine) < 0.35
 
 
+@pytest.mark.slow
 def test_noisy_bookmarks_are_rare_but_exist_in_a_larger_pacs():
     noisy = total = 0
     for patient in range(1, 26):
@@ -302,6 +303,7 @@ def test_dicom_hu_is_the_phantom_plus_noise(pacs, plans, marks):
                 assert spacing == [plan.grid.spacing_mm] * 2
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_whatever_the_workers(pacs, tmp_path):
     root, _ = pacs
     again = tmp_path / "again"

@@ -2,10 +2,14 @@
 
 import json
 
+import pytest
 import tensorflow_datasets as tfds
 
 from tests import tfds_helpers
 from tfds_deeplesion.deeplesion import dummy_data_generation as dummy
+
+# Slow tier (the tfds command in subprocesses): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
 
 
 def _build(tmp_path, *args):

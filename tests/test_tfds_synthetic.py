@@ -135,6 +135,7 @@ def test_no_identifier_of_the_source_dicoms_is_written(local_build):
         assert not found, f"{found} in {path}"
 
 
+@pytest.mark.slow
 def test_beam_build_writes_the_same_examples(local_build, tmp_path):
     builder, examples, pacs = local_build
     beam_builder = tfds_helpers.build(dl_builder.DeepLesionConfig(**TINY), tmp_path, beam=True)

@@ -21,6 +21,9 @@ from deeplesion_tf.detection import model_dir as model_dir_lib
 from deeplesion_tf.ops import boxes as box_ops
 from tests.conftest import REPO_ROOT
 
+# Slow tier (bin/train_detector in subprocesses): deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 STEPS = 500
 # Four key slices on which every lesion is bookmarked (dummy_data/truth.csv): a slice
 # that also shows an unbookmarked lesion (one bookmarked on a nearby slice, say) asks the

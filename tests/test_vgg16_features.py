@@ -20,6 +20,7 @@ def test_full_size_topology_equals_keras_vgg16():
     assert ours_layers == reference_layers
 
 
+@pytest.mark.slow
 def test_local_weights_file_is_loaded_by_layer_name(tmp_path):
     source = keras.applications.VGG16(weights=None, include_top=True)
     path = tmp_path / "vgg16.weights.h5"
