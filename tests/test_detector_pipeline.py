@@ -376,7 +376,7 @@ def test_training_and_serving_share_one_network_input_transform():
     windows = ((-1024.0, 3071.0), (-160.0, 240.0))
     batch = next(iter(detector_pipeline.make_detector_dataset(
         examples, training=False, batch_size=2, image_size=48, box_padding_px=0,
-        windows=windows)))
+        windows=windows, deterministic=True)))  # In order: the batch is compared row by row.
 
     class _Model:
         num_classes = 1
