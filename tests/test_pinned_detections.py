@@ -48,7 +48,8 @@ def detections_of(model_dir, data_dir):
                         shuffle_files=False)
     batch = next(iter(detector_pipeline.make_detector_dataset(
         dataset, training=False, batch_size=2, image_size=inputs.image_size,
-        box_padding_px=inputs.box_padding_px, windows=inputs.windows)))
+        box_padding_px=inputs.box_padding_px, windows=inputs.windows,
+        deterministic=True)))  # In order: row b is compared with the serving module's row b.
     model_out = loaded.model(batch["images"], training=False)
     raw = tfds.load("deeplesion/pacs", split="test[0:2]", data_dir=str(data_dir),
                     shuffle_files=False, decoders={k: tfds.decode.SkipDecoding() for k in (
