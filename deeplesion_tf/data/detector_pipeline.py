@@ -173,7 +173,7 @@ def network_input(hu: tf.Tensor, image_size: int, windows: Sequence[Sequence[flo
       image_size: `S`.
       windows: validated `[low, high]` HU windows; `C = 3 * len(windows)`.
       flip: optional scalar bool tensor: mirror the resized content (before the
-        padding, so the padding stays bottom/right). Unbatched input only.
+        padding, so the padding stays bottom/right), every slice of a batch alike.
 
     Returns:
       `(image, scale, resized_size)`: `[(B,) S, S, C]` float32 in [0, 1], the scalar
@@ -181,28 +181,25 @@ def network_input(hu: tf.Tensor, image_size: int, windows: Sequence[Sequence[flo
     """
     if hu.shape.rank not in (3, 4):
         raise ValueError(f"network_input takes [H, W, 3] or [B, H, W, 3] HU, got shape {hu.shape}")
-    batched = hu.shape.rank == 4
-    shape = tf.shape(hu)
-    height, width = (shape[1], shape[2]) if batched else (shape[0], shape[1])
+    unbatched = hu.shape.rank == 3
+    batch = hu[tf.newaxis] if unbatched else hu
+    shape = tf.shape(batch)
+    height, width = shape[1], shape[2]
     scale = float(image_size) / tf.cast(tf.maximum(height, width), tf.float32)
     resized_size = tf.minimum(tf.cast(tf.round(
         tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32), image_size)
     resized_size = tf.maximum(resized_size, 1)
-    if batched:
-        # `resize_with_scale` takes one [H, W, c] image: the batch's slices go along its
-        # channels (bilinear resizing treats each channel alone: each slice is resized).
-        batch = shape[0]
-        channels_last = tf.reshape(tf.transpose(hu, [1, 2, 0, 3]), tf.stack([height, width, -1]))
-        resized = resize_with_scale(channels_last, scale, resized_size, image_size)
-        resized = tf.transpose(tf.reshape(resized, tf.stack(
-            [resized_size[0], resized_size[1], batch, 3])), [2, 0, 1, 3])
-    else:
-        resized = resize_with_scale(hu, scale, resized_size, image_size)
+    # `resize_with_scale` takes one [H, W, c] image: the batch's slices go along its
+    # channels (bilinear resizing treats each channel alone: each slice is resized).
+    channels_last = tf.reshape(tf.transpose(batch, [1, 2, 0, 3]), tf.stack([height, width, -1]))
+    resized = resize_with_scale(channels_last, scale, resized_size, image_size)
+    resized = tf.transpose(tf.reshape(resized, tf.stack(
+        [resized_size[0], resized_size[1], shape[0], 3])), [2, 0, 1, 3])
     image = hu_windows.apply_windows(resized, windows)
     if flip is not None:
-        image = tf.cond(flip, lambda: tf.reverse(image, axis=[-2]), lambda: image)
+        image = tf.cond(flip, lambda: tf.reverse(image, axis=[2]), lambda: image)
     image = tf.image.pad_to_bounding_box(image, 0, 0, image_size, image_size)
-    return image, scale, resized_size
+    return (image[0] if unbatched else image), scale, resized_size
 
 
 def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: int,

@@ -29,7 +29,6 @@ from deeplesion_tf.nets import vgg16
 STRIDE = 8
 # Blocks that end with a 2x2 pooling; pool4 and pool5 are gone.
 _POOLED_BLOCKS = (1, 2, 3)
-NORMS = vgg16.NORMS
 
 
 def build_backbone(
@@ -65,10 +64,9 @@ def build_backbone(
 
     Raises:
       ValueError: pretrained weights with `width_multiplier != 1` (they only fit
-        the full-size network), `frozen_blocks` outside 0..5, or an unknown `norm`.
+        the full-size network), `frozen_blocks` outside 0..5, or an unknown `norm`
+        (the last two checked by `vgg16.conv_stack`).
     """
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if weights is not None and width_multiplier != 1.0:
         raise ValueError(f"pretrained VGG16 weights fit only width_multiplier=1.0, not "
                          f"{width_multiplier}; use weights=None for a narrower trunk")

@@ -162,7 +162,7 @@ class DetectorConfig:
         sections: Dict[str, Dict[str, Any]] = {}
         for name, value in flat.items():
             section, field = _field_of(name)
-            sections.setdefault(section, {})[field] = _normalised(section, field, value)
+            sections.setdefault(section, {})[field] = _normalised(field, value)
         return dataclasses.replace(self, **{
             section: dataclasses.replace(getattr(self, section), **fields)
             for section, fields in sections.items()})
@@ -228,7 +228,7 @@ def _field_of(name: str) -> Tuple[str, str]:
                          f"{sorted(FLAT_NAMES)}") from None
 
 
-def _normalised(section: str, field: str, value: Any) -> Any:
+def _normalised(field: str, value: Any) -> Any:
     # JSON and flags give lists; the config holds tuples (hashable, comparable).
     if field in ("anchor_sizes", "anchor_ratios"):
         return tuple(float(v) for v in value)
@@ -268,5 +268,5 @@ def from_dict(data: Mapping[str, Any]) -> DetectorConfig:
         if unknown:
             raise ValueError(f"unknown {section} settings {unknown}; expected {sorted(known)}")
         sections[section] = _SECTION_TYPES[section](**{
-            k: _normalised(section, k, v) for k, v in values.items()})
+            k: _normalised(k, v) for k, v in values.items()})
     return DetectorConfig(**sections)

@@ -161,7 +161,7 @@ _STAGES = ("backbone", "rpn_head", "rpn_targets", "proposal_generator", "roi_sam
            "roi_pooler", "box_head", "detection_generator")
 
 
-def build_faster_rcnn(config: config_lib.DetectorConfig, *, build: bool = True,
+def build_faster_rcnn(config: config_lib.DetectorConfig, *,
                       name: str = "faster_rcnn") -> FasterRCNN:
     """A `FasterRCNN` from a `config.DetectorConfig` (the paper's by default).
 
@@ -169,8 +169,9 @@ def build_faster_rcnn(config: config_lib.DetectorConfig, *, build: bool = True,
       config: every stage's settings; `config.backbone.weights` (None,
         "imagenet" or a local Keras VGG16 weights file) initialise the trunk and,
         with `config.box_head.fc_from_vgg16`, FC6/FC7 of the box head.
-      build: build the model on `[1, S, S, 3]` (`S = config.inputs.image_size`).
       name: the model's name.
+
+    The model is built on `[1, S, S, 3]` (`S = config.inputs.image_size`).
 
     Raises:
       ValueError: FC6/FC7 from VGG16 asked for a box head of another shape, or
@@ -178,7 +179,8 @@ def build_faster_rcnn(config: config_lib.DetectorConfig, *, build: bool = True,
     """
     backbone_config, rpn, head = config.backbone, config.rpn, config.box_head
     proposals, sampler, detections = config.proposals, config.roi_sampler, config.detections
-    channels = max(1, int(round(512 * backbone_config.width_multiplier)))
+    # The RPN head's conv is as wide as conv5_3 unless the config says otherwise.
+    channels = vgg16.channels(vgg16.BLOCKS[-1][0], backbone_config.width_multiplier)
     weights = backbone_config.weights
     fc_from_vgg16 = head.fc_from_vgg16 and weights is not None
     if fc_from_vgg16 and (head.fc_units, config.pooler.output_size) != (4096, 7):
@@ -220,10 +222,9 @@ def build_faster_rcnn(config: config_lib.DetectorConfig, *, build: bool = True,
             max_detections=detections.max_detections, score=detections.score,
             name="detection_generator", dtype=_BOX_DTYPE),
         name=name)
-    if build:
-        # One pass on zeros creates the variables (`FasterRCNN.build`).
-        size = config.inputs.image_size
-        model.build((1, size, size, 3))
+    # One pass on zeros creates the variables (`FasterRCNN.build`).
+    size = config.inputs.image_size
+    model.build((1, size, size, 3))
     if fc_from_vgg16:
         try:
             fc = vgg16.fc_weights(weights)
@@ -231,8 +232,5 @@ def build_faster_rcnn(config: config_lib.DetectorConfig, *, build: bool = True,
             raise ValueError(f"{error}; the box head's FC6/FC7 start from VGG16's classifier "
                              "(paper), so give a weights file with it, or pass "
                              "fc_from_vgg16=False") from error
-        if not model.built:
-            size = config.inputs.image_size
-            model.build((1, size, size, 3))
         model.box_head.load_fc_weights(fc)
     return model

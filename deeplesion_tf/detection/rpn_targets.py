@@ -68,9 +68,6 @@ class RPNTargets(keras.layers.Layer):
             positive_fraction=self.positive_fraction,
             image_size=image_size if self.ignore_cross_boundary else None, seed=seed)
 
-    def call(self, features):
-        return self.anchors(features)
-
     def get_config(self):
         config = super().get_config()
         config.update(anchor_sizes=list(self.anchor_sizes), anchor_ratios=list(self.anchor_ratios),
