@@ -37,7 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from deeplesion_tf.categorize import agreement  # noqa: E402
-from deeplesion_tf.data import synthetic_location  # noqa: E402
+from deeplesion_tf.data import label_files, synthetic_location  # noqa: E402
 
 PURITY_TARGET = 0.90
 NMI_TARGET = 0.80
@@ -47,18 +47,18 @@ def score(output_dir: str, truth_csv: str) -> dict:
     """Purity and NMI of a categorizer run's clusters against the planted categories."""
     with open(truth_csv, newline="") as f:
         truth = {r["lesion_id"]: int(r["category"]) for r in csv.DictReader(f)}
-    with open(os.path.join(output_dir, "pseudo_labels.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = [r["lesion_id"] for r in rows if r["lesion_id"] not in truth]
+    table = label_files.read_pseudo_labels(
+        os.path.join(output_dir, label_files.PSEUDO_LABELS_FILE))
+    missing = [lesion for lesion in table if lesion not in truth]
     if missing:
         raise ValueError(f"{len(missing)} lesions of {output_dir} are not in {truth_csv}, "
                          f"e.g. {missing[0]}")
-    planted = [truth[r["lesion_id"]] for r in rows]
-    clusters = [int(r["cluster"]) for r in rows]
+    planted = [truth[lesion] for lesion in table]
+    clusters = list(table.values())
     with open(os.path.join(output_dir, "report.json")) as f:
         report = json.load(f)
     purity, nmi = agreement.purity(planted, clusters), agreement.nmi(planted, clusters)
-    return {"lesions": len(rows), "k": report["final_k"],
+    return {"lesions": len(table), "k": report["final_k"],
             "iterations": len(report["iterations"]), "converged": report["converged"],
             "purity": purity, "nmi": nmi,
             "reached": purity >= PURITY_TARGET and nmi >= NMI_TARGET,

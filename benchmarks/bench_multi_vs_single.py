@@ -91,10 +91,9 @@ def _prepare(args, data_dir):
     from deeplesion_tf.categorize import naming
     from deeplesion_tf.data import label_files
 
-    pseudo_labels = os.path.join(categorize_dir, "pseudo_labels.csv")
+    pseudo_labels = os.path.join(categorize_dir, label_files.PSEUDO_LABELS_FILE)
     truth = _truth_csv(data_dir, args.dataset, args.truth_csv)
-    clusters = {k: int(v) for k, v in
-                naming.read_column(pseudo_labels, "lesion_id", "cluster").items()}
+    clusters = label_files.read_pseudo_labels(pseudo_labels)
     planted = naming.read_column(truth, "lesion_id", "short_name")
     names = naming.majority_names(clusters, planted)
     names_csv = os.path.join(categorize_dir, "cluster_names_from_truth.csv")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import re
 from typing import Dict, Mapping
 
 
@@ -34,6 +35,11 @@ def majority_names(clusters: Mapping[str, int], reference: Mapping[str, str]) ->
         used[majority] += 1
         names[cluster] = majority if used[majority] == 1 else f"{majority}{used[majority]}"
     return names
+
+
+def base_name(name: str) -> str:
+    """A majority name without the number `majority_names` gave a repeat: `AB2` -> `AB`."""
+    return re.sub(r"\d+$", "", name)
 
 
 def read_column(path: str, key: str, value: str) -> Dict[str, str]:

@@ -23,12 +23,13 @@ import dataclasses
 import datetime
 import json
 import os
-import re
 import tempfile
 from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 from scipy import stats
+
+from deeplesion_tf.categorize import naming
 
 REVIEW_FILE = "review.json"
 NAMES_FILE = "names.csv"
@@ -71,6 +72,7 @@ class ClusterPurity:
     estimate: Optional[float]
     low: Optional[float]
     high: Optional[float]
+    paper: Optional[float]  # The paper's purity of the category the cluster is named after.
 
 
 @dataclasses.dataclass
@@ -189,8 +191,9 @@ def purity(review: Review) -> List[ClusterPurity]:
         if reviewed:
             interval = stats.binomtest(belongs, reviewed).proportion_ci(CONFIDENCE, "exact")
             estimate, low, high = belongs / reviewed, float(interval.low), float(interval.high)
-        rows.append(ClusterPurity(cluster, review.names.get(cluster, f"C{cluster}"), belongs,
-                                  reviewed, len(lesions), estimate, low, high))
+        name = review.names.get(cluster, f"C{cluster}")
+        rows.append(ClusterPurity(cluster, name, belongs, reviewed, len(lesions), estimate, low,
+                                  high, PAPER_PURITY.get(naming.base_name(name))))
     return rows
 
 
@@ -203,16 +206,11 @@ def write_purity(review: Review, run_dir: str) -> List[ClusterPurity]:
     return rows
 
 
-def base_name(name: str) -> str:
-    """A majority name without its repeat counter: `LV2` -> `LV` (`naming.majority_names`)."""
-    return re.sub(r"\d+$", "", name)
-
-
 def simulate(review: Review, planted: Mapping[str, str]) -> int:
     """Answers every unanswered lesion of the sample from the planted truth.
 
     A lesion belongs to its cluster when its planted category is the one the cluster
-    is named after (`base_name`); a cluster named `MIXED` takes every lesion. The
+    is named after (`naming.base_name`); a cluster named `MIXED` takes every lesion. The
     review is marked simulated. Returns the number of answers given.
 
     Raises:
@@ -225,7 +223,7 @@ def simulate(review: Review, planted: Mapping[str, str]) -> int:
     done = review.latest()
     given = 0
     for cluster, lesions in sorted(review.sample.items()):
-        category = base_name(review.names[cluster])
+        category = naming.base_name(review.names[cluster])
         for lesion in lesions:
             if lesion in done:
                 continue
