@@ -98,4 +98,8 @@ def test_the_binary_names_simulates_and_writes_the_three_files(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(json.loads((run / "review.json").read_text())["answers"]) == 30
     bare = subprocess.run(command[:3], capture_output=True, text=True, timeout=300)
-    assert bare.returncode != 0 and "--names_from" in bare.stderr
+    # Without them it is the review page, which needs the run's dataset (flags.txt).
+    assert bare.returncode != 0 and "has no flags.txt naming its dataset" in bare.stderr
+    (run / "flags.txt").write_text(f"--dataset=deeplesion/synthetic\n--data_dir={tmp_path}\n")
+    moved = subprocess.run(command[:3], capture_output=True, text=True, timeout=300)
+    assert moved.returncode != 0 and "is not built in --data_dir" in moved.stderr

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from typing import Dict, Mapping, Sequence
 
 import numpy as np
@@ -68,9 +69,15 @@ def read_names(path: str) -> Dict[int, str]:
 
 
 def write_names(path: str, names: Mapping[int, str]) -> None:
-    """Writes a names file `cluster,name`, as `read_names` reads it."""
-    with open(path, "w", newline="") as f:
+    """Writes a names file `cluster,name`, as `read_names` reads it.
+
+    Through a temporary file and a rename: the review page rewrites it on every name
+    given, and a process killed meanwhile must leave the old file or the new one.
+    """
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["cluster", "name"])
         for cluster, name in sorted(names.items()):
             writer.writerow([cluster, name])
+    os.replace(temporary, path)
