@@ -196,7 +196,8 @@ def test_fresh_process_matches_the_in_python_model(trained, slices, isolated_out
     np.testing.assert_allclose(served["detection_boxes"][real], ours["boxes"][real], atol=1e-4)
     np.testing.assert_allclose(served["detection_scores"][real], ours["scores"][real], atol=1e-4)
     np.testing.assert_array_equal(served["detection_classes"][real], ours["classes"][real])
-    assert set(served["detection_class_names"][real].tolist()) == {b"lesion"}
+    # (A tiny model may put every box in the padding: then none is left to name.)
+    assert set(served["detection_class_names"][real].tolist()) <= {b"lesion"}
     # Padded rows are zero / empty.
     assert np.all(served["detection_boxes"][~real] == 0)
     assert np.all(served["detection_class_names"][~real] == b"")
@@ -255,7 +256,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
         assert f"['{name}'] tensor_info" in result.stdout, name
 
 
-def test_warmup_requests_parse_with_tf_serving_classes_and_run(exported, loaded):
+def test_warmup_requests_parse_with_tf_serving_classes_and_run(trained, exported, loaded):
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = f"{exported}/assets.extra/tf_serving_warmup_requests"
@@ -264,6 +265,8 @@ def test_warmup_requests_parse_with_tf_serving_classes_and_run(exported, loaded)
     assert [log.predict_log.request.model_spec.signature_name for log in logs] == list(
         detector_module.SIGNATURES)
     slice_hu = export.warmup_slice(IMAGE_SIZE)
+    stored = np.repeat((slice_hu + HU_OFFSET).astype(np.uint16)[None, :, :, None], 3, axis=-1)
+    expected = _in_python(trained, stored)
     for log in logs:
         request = log.predict_log.request
         assert log.WhichOneof("log_type") == "predict_log"
@@ -279,7 +282,12 @@ def test_warmup_requests_parse_with_tf_serving_classes_and_run(exported, loaded)
             np.testing.assert_array_equal(decoded[..., 0].astype(np.float32) - HU_OFFSET, slice_hu)
         outputs = loaded.signatures[request.model_spec.signature_name](
             **{k: tf.constant(v) for k, v in inputs.items()})
-        assert outputs["num_detections"].numpy()[0] >= 1
+        # Every signature detects on the warmup slice what the in-Python model does.
+        np.testing.assert_array_equal(outputs["num_detections"].numpy(),
+                                      expected["num_detections"])
+        n = int(expected["num_detections"][0])
+        np.testing.assert_allclose(outputs["detection_scores"].numpy()[0, :n],
+                                   expected["scores"][0, :n], atol=1e-4)
 
 
 BAD_INPUTS = [
@@ -444,7 +452,8 @@ def test_boxes_clipped_to_nothing_are_dropped(trained, loaded, slices):
     assert np.all(np.diff(served["detection_scores"], axis=1)[real[:, 1:]] <= 0)
     assert np.all(served["detection_scores"][~real] == 0)
     assert np.all(served["detection_diameters_px"][~real] == 0)
-    assert set(served["detection_class_names"][real].tolist()) == {b"lesion"}
+    # (A tiny model may put every box in the padding: then none is left to name.)
+    assert set(served["detection_class_names"][real].tolist()) <= {b"lesion"}
     assert np.all(served["detection_class_names"][~real] == b"")
 
 
