@@ -192,6 +192,77 @@ def read_bookmarks(csv_path: epath.PathLike) -> Tuple[List[BookmarkRow], List[sk
     return rows, skipped
 
 
+REPORTS_FOLDER = "sr"
+
+
+def read_reports(root: epath.PathLike) -> Tuple[List[BookmarkRow], List[skips.Skip]]:
+    """The bookmarks of the TID 1500 measurement reports under `root/sr/` (`sr_bookmarks`).
+
+    The other way in beside `bookmarks.csv`: every file under `sr/` (in path order)
+    is read as a report, and each measurement group becomes a `BookmarkRow`
+    numbered in that order, its key image found by SOPInstanceUID among the headers
+    of the rest of the tree (read once). A file that is not a report counts one
+    `malformed_report`; a group that cannot be used, one skip by its reason; a
+    report's key image missing from the tree, `unknown_instance`; a repeated
+    measurement, `duplicate_bookmark` (as in the CSV).
+    """
+    from deeplesion_tf.data import sr_bookmarks  # highdicom: only for this way in
+
+    base = epath.Path(root)
+    paths = _files(base / REPORTS_FOLDER)
+    uid_to_path = {}
+    real_root = _real(base)
+    for path in _files(base, skip=base / REPORTS_FOLDER):
+        instance = _read_header(path, _real(path))
+        if instance is not None and _inside(real_root, instance.real_path):
+            uid_to_path.setdefault(instance.sop_instance_uid,
+                                   path.relative_to(base).as_posix())
+    rows, skipped, seen = [], [], set()
+    for path in paths:
+        where = path.relative_to(base).as_posix()
+        try:
+            with path.open("rb") as f:
+                dataset = pydicom.dcmread(f)
+            found, unusable = sr_bookmarks.read_report(dataset, where)
+        except Exception as error:  # Not DICOM, truncated, not a TID 1500 report.
+            skipped.append(skips.Skip(skips.MALFORMED_REPORT, 1,
+                                      f"{where}: not a readable DICOM SR ({error})"))
+            continue
+        skipped.extend(unusable)
+        for bookmark in found:
+            if bookmark.sop_instance_uid not in uid_to_path:
+                skipped.append(skips.Skip(skips.UNKNOWN_INSTANCE, 1,
+                                          f"{bookmark.where}: its key image "
+                                          f"{bookmark.sop_instance_uid} is not in the tree"))
+                continue
+            signature = (bookmark.sop_instance_uid, tuple(round(c, 3) for c in bookmark.coords))
+            if signature in seen:
+                skipped.append(skips.Skip(skips.DUPLICATE_BOOKMARK, 1,
+                                          f"{bookmark.where}: repeats a bookmark"))
+                continue
+            seen.add(signature)
+            rows.append(BookmarkRow(len(rows) + 1, bookmark.lesion_id, bookmark.sop_instance_uid,
+                                    uid_to_path[bookmark.sop_instance_uid], bookmark.coords))
+    return rows, skipped
+
+
+def _files(folder: epath.Path, skip: Optional[epath.Path] = None) -> List[epath.Path]:
+    """Every file under `folder`, in path order, leaving out the folder `skip`.
+
+    By `iterdir`: `epath` refuses recursive globs (on cloud storage they would
+    cost a request per folder level and pattern).
+    """
+    found = []
+    for path in sorted(folder.iterdir()):
+        if skip is not None and path == skip:
+            continue
+        if path.is_dir():
+            found.extend(_files(path, skip))
+        elif path.is_file():
+            found.append(path)
+    return found
+
+
 def _real(path: epath.PathLike) -> str:
     """`path` with symbolic links resolved."""
     return os.path.realpath(os.fspath(path))

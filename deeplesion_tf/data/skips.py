@@ -27,11 +27,16 @@ INVALID_VALUE = "invalid_value"            # a required header number that is no
 IMAGE_TOO_SMALL = "image_too_small"        # a slice below checks.MIN_SLICE_SIDE_PX per side
 OUTSIDE_MANUAL_DIR = "outside_manual_dir"  # a path that leaves the source's root
 DUPLICATE_SLICE = "duplicate_slice"        # a key slice already written, reached another way
+# Bookmarks as DICOM SR (`sr_bookmarks`).
+MALFORMED_REPORT = "malformed_report"      # an SR file that is not a readable TID 1500 report
+UNREFERENCED_MEASUREMENT = "unreferenced_measurement"  # an axis not drawn on an image
+NON_LINEAR_MEASUREMENT = "non_linear_measurement"  # not one long and one short 2-point axis
 
 SKIP_REASONS = (
     MALFORMED_ROW, DUPLICATE_BOOKMARK, MISSING_FILE, UNKNOWN_INSTANCE, UNREADABLE_FILE, NOT_CT,
     MISSING_TAG, NO_PATIENT_ID, INVALID_GEOMETRY, MISSING_PNG, NOT_16BIT_PNG, CORRUPT_PNG,
-    INVALID_VALUE, IMAGE_TOO_SMALL, OUTSIDE_MANUAL_DIR, DUPLICATE_SLICE,
+    INVALID_VALUE, IMAGE_TOO_SMALL, OUTSIDE_MANUAL_DIR, DUPLICATE_SLICE, MALFORMED_REPORT,
+    UNREFERENCED_MEASUREMENT, NON_LINEAR_MEASUREMENT,
 )
 
 # Examples kept with a repair, by kind.

@@ -15,6 +15,8 @@ Layout under `output_dir`:
 
     dicom/<PatientID>/study<k>/series<j>/<InstanceNumber:04d>.dcm
     bookmarks.csv     one row per bookmark, as a PACS export (0-based pixels)
+    sr/<PatientID>/study<k>.dcm   the same bookmarks as DICOM SR (TID 1500), one
+                      report per study with bookmarks
     truth.csv         every planted lesion, for evaluation only
     Images_png/<pp>_<ss>_<se>/<nnn>.png, DL_info.csv   (write_release only)
 
@@ -32,12 +34,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import multiprocessing
 import os
 import pathlib
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+import pydicom
 from absl import logging
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -45,9 +49,11 @@ from tqdm import tqdm
 
 from deeplesion_tf.data import bookmarks
 from deeplesion_tf.data import lesion_categories
+from deeplesion_tf.data import pacs_source
 from deeplesion_tf.data import phantom
 from deeplesion_tf.data import png16
 from deeplesion_tf.data import release_format
+from deeplesion_tf.data import sr_bookmarks
 from deeplesion_tf.data.synthetic_plan import (NOISE_TAG, PatientPlan, PlannedLesion, SeriesPlan,
                                                StudyPlan, item_rng, patient_splits, plan_patient,
                                                sop_instance_uid)
@@ -311,7 +317,43 @@ def _generate_patient(job: _Job) -> _PatientRows:
             if planned.bookmarked:
                 rows.bookmarks.append(_bookmark_row(plan, study, planned))
                 rows.release.append(_release_row(plan, study, planned))
+        _write_report(plan, study, output_dir)
     return rows._replace(num_slices=num_slices)
+
+
+def report_relative_path(plan: PatientPlan, study: StudyPlan) -> str:
+    """Where a study's measurement report lies: `sr/` mirrors the DICOM tree's study folders."""
+    study_folder = pathlib.PurePosixPath(dicom_relative_path(plan, study, 0)).parent.parent
+    return f"{pacs_source.REPORTS_FOLDER}/{study_folder.relative_to('dicom')}.dcm"
+
+
+def _write_report(plan: PatientPlan, study: StudyPlan, output_dir: pathlib.Path) -> None:
+    """The study's bookmarks as a TID 1500 SR, as a standards-based PACS keeps them.
+
+    The same measurements as `bookmarks.csv` (in its order: by lesion id), so a `pacs`
+    build from either gives the same dataset; dated as the study, so the file is a
+    function of the seed like the rest of the PACS.
+    """
+    marked = sorted((p for p in study.series.lesions if p.bookmarked), key=lambda p: p.lesion_id)
+    if not marked:
+        return
+    images = {}
+    for planned in marked:
+        uid = sop_instance_uid(plan, study, planned.slice_index)
+        if uid not in images:
+            images[uid] = pydicom.dcmread(
+                output_dir / dicom_relative_path(plan, study, planned.slice_index),
+                stop_before_pixels=True)
+    when = datetime.datetime.strptime(study.date + study.time[:6], "%Y%m%d%H%M%S")
+    report = sr_bookmarks.measurement_report(
+        list(images.values()),
+        [(p.lesion_id, sop_instance_uid(plan, study, p.slice_index), p.coords) for p in marked],
+        series_instance_uid=pydicom.uid.generate_uid(entropy_srcs=[study.study_uid, "sr series"]),
+        sop_instance_uid=pydicom.uid.generate_uid(entropy_srcs=[study.study_uid, "sr"]),
+        when=when)
+    path = output_dir / report_relative_path(plan, study)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report.save_as(path, enforce_file_format=True)
 
 
 # ----------------------------------------------------------------------------

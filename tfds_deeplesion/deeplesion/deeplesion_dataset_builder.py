@@ -257,7 +257,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _pacs_splits(self, root: epath.Path):
         if not self._use_beam:
             self._worker_pool()  # Workers start up while this process splits by patient.
-        rows, skipped = pacs_source.read_bookmarks(root / "bookmarks.csv")
+        if (root / "bookmarks.csv").exists():
+            rows, skipped = pacs_source.read_bookmarks(root / "bookmarks.csv")
+        elif (root / pacs_source.REPORTS_FOLDER).is_dir():
+            logging.info("No bookmarks.csv in %s: reading the measurement reports in %s/",
+                         root, pacs_source.REPORTS_FOLDER)
+            rows, skipped = pacs_source.read_reports(root)
+        else:
+            raise FileNotFoundError(f"{root} has neither bookmarks.csv nor a folder "
+                                    f"{pacs_source.REPORTS_FOLDER}/ of DICOM SR measurement "
+                                    "reports: no bookmarks to build from")
         self._record(skipped)
         salt = deid.site_salt()
         if self.builder_config.source == "pacs" and salt == deid.DEFAULT_SALT:
