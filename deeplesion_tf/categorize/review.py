@@ -23,13 +23,13 @@ import dataclasses
 import datetime
 import json
 import os
-import tempfile
 from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 from scipy import stats
 
 from deeplesion_tf.categorize import naming
+from deeplesion_tf.data import atomic_file
 
 REVIEW_FILE = "review.json"
 NAMES_FILE = "names.csv"
@@ -153,7 +153,7 @@ def _now() -> str:
 
 def save(review: Review, run_dir: str) -> None:
     """Writes `review.json` atomically (a killed process leaves the old file or the new one)."""
-    _write_atomically(os.path.join(run_dir, REVIEW_FILE),
+    atomic_file.write_atomically(os.path.join(run_dir, REVIEW_FILE),
                       json.dumps(review.to_dict(), indent=1, sort_keys=True))
 
 
@@ -163,21 +163,6 @@ def load(run_dir: str) -> Optional[Review]:
         return None
     with open(path) as f:
         return Review.from_dict(json.load(f))
-
-
-def _write_atomically(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def purity(review: Review) -> List[ClusterPurity]:
@@ -199,7 +184,7 @@ def purity(review: Review) -> List[ClusterPurity]:
 
 def write_purity(review: Review, run_dir: str) -> List[ClusterPurity]:
     rows = purity(review)
-    _write_atomically(os.path.join(run_dir, PURITY_FILE), json.dumps({
+    atomic_file.write_atomically(os.path.join(run_dir, PURITY_FILE), json.dumps({
         "simulated": review.simulated, "reviewer": review.reviewer, "confidence": CONFIDENCE,
         "interval": "exact (Clopper-Pearson)",
         "clusters": [dataclasses.asdict(r) for r in rows]}, indent=1))

@@ -100,12 +100,12 @@ class ReviewSession:
     def set_name(self, cluster: int, name: Optional[str], mixed: bool = False) -> None:
         with self._lock:
             self.review.name(cluster, review_lib.MIXED if mixed else (name or ""))
-            self._persist()
+            self.persist()
 
     def set_reviewer(self, name: str) -> None:
         with self._lock:
             self.review.reviewer = name.strip() or None
-            self._persist()
+            self.persist()
 
     def screen(self, cluster: int, position: Optional[int] = None) -> dict:
         """A lesion of `cluster`'s sample: at `position`, or the first unanswered one.
@@ -120,9 +120,8 @@ class ReviewSession:
             if position is None:
                 position = next((p for p, lesion in enumerate(lesions) if lesion not in done),
                                 None)
-            elif not 0 <= position < len(lesions):
-                raise ValueError(f"cluster {cluster} has positions 0-{len(lesions) - 1}, "
-                                 f"not {position}")
+            else:
+                self._lesion(cluster, position)
             screen = {"cluster": cluster, "name": self.review.names.get(cluster),
                       "position": position, "sample_size": len(lesions),
                       "answered": self.review.progress()[cluster][0], "belongs": None,
@@ -137,36 +136,38 @@ class ReviewSession:
 
     def answer(self, cluster: int, position: int, belongs: bool) -> None:
         with self._lock:
-            lesions = self._sample(cluster)
-            if not 0 <= position < len(lesions):
-                raise ValueError(f"cluster {cluster} has positions 0-{len(lesions) - 1}, "
-                                 f"not {position}")
+            lesion = self._lesion(cluster, position)
             if cluster not in self.review.names:
                 raise ValueError(f"name cluster {cluster} before reviewing its purity")
-            self.review.answer(lesions[position], bool(belongs))
-            self._persist()
+            self.review.answer(lesion, bool(belongs))
+            self.persist()
 
     def view_png(self, cluster: int, position: int, window: str) -> bytes:
         if window not in self.windows:
             raise ValueError(f"no window {window!r}; choose from {sorted(self.windows)}")
-        lesions = self._sample(cluster)
-        if not 0 <= position < len(lesions):
-            raise ValueError(f"cluster {cluster} has positions 0-{len(lesions) - 1}, "
-                             f"not {position}")
-        return review_views.render_png(self.views[lesions[position]], self.windows[window],
-                                       DISPLAY_PX)
+        return review_views.render_png(self.views[self._lesion(cluster, position)],
+                                       self.windows[window], DISPLAY_PX)
 
     def montage(self, cluster: int) -> bytes:
         self._sample(cluster)
         with open(_montage_path(self.run_dir, cluster), "rb") as f:
             return f.read()
 
+    def _lesion(self, cluster: int, position: int) -> str:
+        """The lesion id at `position` of `cluster`'s sample."""
+        lesions = self._sample(cluster)
+        if not 0 <= position < len(lesions):
+            raise ValueError(f"cluster {cluster} has positions 0-{len(lesions) - 1}, "
+                             f"not {position}")
+        return lesions[position]
+
     def _sample(self, cluster: int) -> Sequence[str]:
         if cluster not in self.review.sample:
             raise ValueError(f"no cluster {cluster}; the run has {sorted(self.review.sample)}")
         return self.review.sample[cluster]
 
-    def _persist(self) -> None:
+    def persist(self) -> None:
+        """Writes `review.json`, `names.csv` and `purity.json` as the review stands."""
         review_lib.save(self.review, self.run_dir)
         label_files.write_names(os.path.join(self.run_dir, review_lib.NAMES_FILE),
                                 self.review.names)

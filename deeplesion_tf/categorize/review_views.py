@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
-import tempfile
 from typing import Dict, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
+from deeplesion_tf.data import atomic_file
 from deeplesion_tf.data import png16
 
 VIEWS_FILE = "review_views.npz"
@@ -115,16 +114,9 @@ def save_views(path: str, views: Mapping[str, LesionView]) -> None:
                else np.zeros([0], np.int16)),
         "bookmarks": np.array([views[i].bookmark for i in ids], np.float32).reshape(-1, 8),
     }
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                         prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_file.write_atomically(path, buffer.getvalue())
 
 
 def load_views(path: str) -> Dict[str, LesionView]:

@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 from typing import Dict, Mapping, Sequence
 
 import numpy as np
+
+from deeplesion_tf.data import atomic_file
 
 PSEUDO_LABELS_FILE = "pseudo_labels.csv"
 
@@ -74,10 +76,9 @@ def write_names(path: str, names: Mapping[int, str]) -> None:
     Through a temporary file and a rename: the review page rewrites it on every name
     given, and a process killed meanwhile must leave the old file or the new one.
     """
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["cluster", "name"])
-        for cluster, name in sorted(names.items()):
-            writer.writerow([cluster, name])
-    os.replace(temporary, path)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["cluster", "name"])
+    for cluster, name in sorted(names.items()):
+        writer.writerow([cluster, name])
+    atomic_file.write_atomically(path, text.getvalue())

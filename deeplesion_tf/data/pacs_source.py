@@ -132,6 +132,11 @@ def _coordinate(record: Dict[str, str], name: str) -> float:
         raise checks.InvalidValue(name, record[name], "is not a number") from None
 
 
+def _signature(instance: str, coords: Sequence[float]) -> tuple:
+    """What makes two bookmarks one: the same instance and coordinates to 0.001 px."""
+    return instance, tuple(round(c, 3) for c in coords)
+
+
 _NOISY = {"": False, "0": False, "false": False, "1": True, "true": True}
 
 
@@ -182,7 +187,7 @@ def read_bookmarks(csv_path: epath.PathLike) -> Tuple[List[BookmarkRow], List[sk
         except ValueError as e:
             skipped.append(skips.Skip(skips.MALFORMED_ROW, 1, f"{where}: {e}"))
             continue
-        signature = (uid or path, tuple(round(c, 3) for c in coords))
+        signature = _signature(uid or path, coords)
         if signature in seen:
             skipped.append(skips.Skip(skips.DUPLICATE_BOOKMARK, 1, f"{where}: repeats a bookmark"))
             continue
@@ -235,7 +240,7 @@ def read_reports(root: epath.PathLike) -> Tuple[List[BookmarkRow], List[skips.Sk
                                           f"{bookmark.where}: its key image "
                                           f"{bookmark.sop_instance_uid} is not in the tree"))
                 continue
-            signature = (bookmark.sop_instance_uid, tuple(round(c, 3) for c in bookmark.coords))
+            signature = _signature(bookmark.sop_instance_uid, bookmark.coords)
             if signature in seen:
                 skipped.append(skips.Skip(skips.DUPLICATE_BOOKMARK, 1,
                                           f"{bookmark.where}: repeats a bookmark"))

@@ -277,23 +277,33 @@ def _release_row(plan: PatientPlan, study: StudyPlan, planned: PlannedLesion) ->
     }
 
 
+class _WrittenSeries(NamedTuple):
+    num_slices: int
+    key_slices: Dict[int, Dataset]  # slice index -> dataset, the slices with a bookmark
+
+
 def _write_series(plan: PatientPlan, study: StudyPlan, output_dir: pathlib.Path,
-                  write_release: bool) -> int:
-    """Writes the series' DICOM files (and release PNGs); returns the number of slices."""
+                  write_release: bool) -> _WrittenSeries:
+    """Writes the series' DICOM files (and release PNGs)."""
     series = study.series
     stored = render_series_hu(plan, study)
     folder = release_format.series_folder(plan.patient_index, study.study_index,
                                           series.series_index)
+    marked = {p.slice_index for p in series.lesions if p.bookmarked}
+    key_slices = {}
     for i in range(len(series.z_mm)):
         path = output_dir / dicom_relative_path(plan, study, i)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _dicom_dataset(plan, study, i, stored[i]).save_as(path, enforce_file_format=True)
+        dataset = _dicom_dataset(plan, study, i, stored[i])
+        dataset.save_as(path, enforce_file_format=True)
+        if i in marked:
+            key_slices[i] = dataset
         if write_release:
             png = output_dir / "Images_png" / folder / release_format.slice_file(
                 series.instance_number(i))
             png.parent.mkdir(parents=True, exist_ok=True)
             png.write_bytes(png16.encode_hu(stored[i]))
-    return len(series.z_mm)
+    return _WrittenSeries(len(series.z_mm), key_slices)
 
 
 class _Job(NamedTuple):
@@ -311,13 +321,14 @@ def _generate_patient(job: _Job) -> _PatientRows:
     rows = _PatientRows([], [], [], len(plan.studies), 0)
     num_slices = 0
     for study in plan.studies:
-        num_slices += _write_series(plan, study, output_dir, job.write_release)
+        written = _write_series(plan, study, output_dir, job.write_release)
+        num_slices += written.num_slices
         for planned in study.series.lesions:
             rows.truth.append(_truth_row(plan, study, planned))
             if planned.bookmarked:
                 rows.bookmarks.append(_bookmark_row(plan, study, planned))
                 rows.release.append(_release_row(plan, study, planned))
-        _write_report(plan, study, output_dir)
+        _write_report(plan, study, written.key_slices, output_dir)
     return rows._replace(num_slices=num_slices)
 
 
@@ -327,7 +338,8 @@ def report_relative_path(plan: PatientPlan, study: StudyPlan) -> str:
     return f"{pacs_source.REPORTS_FOLDER}/{study_folder.relative_to('dicom')}.dcm"
 
 
-def _write_report(plan: PatientPlan, study: StudyPlan, output_dir: pathlib.Path) -> None:
+def _write_report(plan: PatientPlan, study: StudyPlan, key_slices: Dict[int, Dataset],
+                  output_dir: pathlib.Path) -> None:
     """The study's bookmarks as a TID 1500 SR, as a standards-based PACS keeps them.
 
     The same measurements as `bookmarks.csv` (in its order: by lesion id), so a `pacs`
@@ -337,16 +349,9 @@ def _write_report(plan: PatientPlan, study: StudyPlan, output_dir: pathlib.Path)
     marked = sorted((p for p in study.series.lesions if p.bookmarked), key=lambda p: p.lesion_id)
     if not marked:
         return
-    images = {}
-    for planned in marked:
-        uid = sop_instance_uid(plan, study, planned.slice_index)
-        if uid not in images:
-            images[uid] = pydicom.dcmread(
-                output_dir / dicom_relative_path(plan, study, planned.slice_index),
-                stop_before_pixels=True)
     when = datetime.datetime.strptime(study.date + study.time[:6], "%Y%m%d%H%M%S")
     report = sr_bookmarks.measurement_report(
-        list(images.values()),
+        [key_slices[i] for i in dict.fromkeys(p.slice_index for p in marked)],
         [(p.lesion_id, sop_instance_uid(plan, study, p.slice_index), p.coords) for p in marked],
         series_instance_uid=pydicom.uid.generate_uid(entropy_srcs=[study.study_uid, "sr series"]),
         sop_instance_uid=pydicom.uid.generate_uid(entropy_srcs=[study.study_uid, "sr"]),

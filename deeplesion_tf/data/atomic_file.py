@@ -1,0 +1,28 @@
+"""Writing a file so that a process killed meanwhile leaves the old file or the new one.
+
+The review page rewrites its files on every answer (`review.json`, `names.csv`,
+`purity.json`) and caches its lesion views; none of them may be left half written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Union
+
+
+def write_atomically(path: str, content: Union[str, bytes]) -> None:
+    """Writes `content` to a temporary file beside `path`, syncs it, then renames it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
