@@ -26,14 +26,10 @@ from pydicom.uid import generate_uid
 from deeplesion_tf.data import ct_reader
 from deeplesion_tf.data import deid
 from deeplesion_tf.data import png16
-from deeplesion_tf.detection import classes as classes_lib
-from deeplesion_tf.detection import config as config_lib
-from deeplesion_tf.detection import faster_rcnn
-from deeplesion_tf.detection import model_dir as model_dir_lib
 from deeplesion_tf.serving import detect
 from deeplesion_tf.serving import detection_files
 from deeplesion_tf.serving import slice_inputs
-from deeplesion_tf.serving import export
+from tests import random_detector
 from tests.conftest import REPO_ROOT
 
 # Slow tier (exports a detector and runs bin/detect in subprocesses): deselect with -m 'not slow'.
@@ -88,17 +84,7 @@ def _write_phi_series(folder, slices=3):
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     """An export dir holding version 7 of a random-weight, two-class detector."""
-    model_dir = tmp_path_factory.mktemp("random_detector")
-    tf.keras.utils.set_random_seed(3)
-    config = config_lib.from_flat(image_size=96, windows=[(-1024.0, 3071.0)],
-                                  box_padding_px=PADDING, **MODEL_KWARGS)
-    model = faster_rcnn.build_faster_rcnn(config)
-    model_dir_lib.write_model_config(str(model_dir), config)
-    classes_lib.write(classes_lib.ClassSpec("test", ["nodule", "liver"], None), str(model_dir))
-    tf.train.Checkpoint(model=model).save(str(model_dir / "ckpt"))
-    export_dir = tmp_path_factory.mktemp("exported")
-    export.export_detector(str(model_dir), str(export_dir), version=7)
-    return export_dir
+    return random_detector.export_random(tmp_path_factory, PADDING, MODEL_KWARGS)
 
 
 @pytest.fixture(scope="module")

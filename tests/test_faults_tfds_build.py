@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 
-import pydicom
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import tfds_deeplesion  # noqa: F401 (registers deeplesion)
+from tests import phi
 from tfds_deeplesion.deeplesion import dummy_data_generation as dummy
 
 # Slow tier (a killed tfds build in a subprocess): deselect with -m 'not slow'.
@@ -31,10 +31,6 @@ SPLITS = {"train": 14, "validation": 2, "test": 3}
 COMMAND = [os.path.join(os.path.dirname(sys.executable), "tfds"), "build", "deeplesion",
            "--imports", "tfds_deeplesion", "--config", "pacs",
            "--manual_dir", str(dummy.DUMMY_DIR)]
-# Tags that identify a patient or a study, and the DICOM UIDs.
-IDENTIFYING_TAGS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
-                    "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID",
-                    "SOPInstanceUID", "FrameOfReferenceUID", "MediaStorageSOPInstanceUID")
 
 
 def _tfds(data_dir, **kwargs):
@@ -83,19 +79,8 @@ def _records(version_dir):
 
 
 def _source_identifiers():
-    """Every identifying value in dummy_data's DICOMs (names also as their parts)."""
-    values = set()
-    for path in (dummy.DUMMY_DIR / "dicom").rglob("*.dcm"):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        for tag in IDENTIFYING_TAGS:
-            value = ds.get(tag) or ds.file_meta.get(tag)
-            if value:
-                values.add(str(value))
-        name = str(ds.PatientName)
-        values.add(name.replace("^", " "))
-        # Short parts ("LI") could occur by chance in compressed pixels.
-        values.update(part for part in name.split("^") if len(part) >= 4)
-    return values
+    """Every identifying value in dummy_data's DICOMs."""
+    return phi.identifiers(dummy.DUMMY_DIR / "dicom")
 
 
 def test_killed_build_reruns_to_the_same_dataset_without_phi(dummy_pacs_data_dir, tmp_path):
@@ -126,7 +111,4 @@ def test_killed_build_reruns_to_the_same_dataset_without_phi(dummy_pacs_data_dir
     written = [p for p in data_dir.rglob("*") if p.is_file()]
     assert {"dataset_info.json", "features.json", "metadata.json"} <= {p.name for p in written}
     assert any(".config" in p.parts for p in written)
-    for path in written:
-        blob = path.read_bytes()
-        for identifier in identifiers:
-            assert identifier.encode() not in blob, f"{identifier} found in {path}"
+    phi.assert_absent(identifiers, {path: path.read_bytes() for path in written})

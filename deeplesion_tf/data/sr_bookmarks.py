@@ -85,7 +85,6 @@ def measurement_report(key_images: Sequence[pydicom.Dataset],
         is a function of its arguments: the tracking UIDs derive from the report's
         UID and the lesion ids, so the same bookmarks give the same bytes.
     """
-    import highdicom
     from highdicom import sr
     from pydicom.sr.codedict import codes
 
@@ -112,6 +111,23 @@ def measurement_report(key_images: Sequence[pydicom.Dataset],
     context = sr.ObservationContext(observer_person_context=sr.ObserverContext(
         observer_type=codes.DCM.Person,
         observer_identifying_attributes=sr.PersonObserverIdentifyingAttributes(name=observer)))
+    return report_document(key_images, groups, context, series_instance_uid=series_instance_uid,
+                           series_number=series_number, sop_instance_uid=sop_instance_uid,
+                           instance_number=instance_number, when=when)
+
+
+def report_document(key_images: Sequence[pydicom.Dataset], groups, context, *,
+                    series_instance_uid: str, sop_instance_uid: str, series_number: int,
+                    instance_number: int = 1, series_description: Optional[str] = None,
+                    when: Optional[datetime.datetime] = None) -> pydicom.Dataset:
+    """A TID 1500 Comprehensive SR of measurement `groups` on `key_images` (its evidence).
+
+    The one document form of the radiologists' bookmarks (`measurement_report`) and of
+    the detector's findings (`serving.detection_sr`). `when` fixes every date in it.
+    """
+    import highdicom
+    from highdicom import sr
+
     report = sr.MeasurementReport(
         observation_context=context,
         procedure_reported=highdicom.sr.CodedConcept("25045-6", "LN", "CT unspecified body region"),
@@ -120,6 +136,8 @@ def measurement_report(key_images: Sequence[pydicom.Dataset],
         evidence=list(key_images), content=report[0], series_instance_uid=series_instance_uid,
         series_number=series_number, sop_instance_uid=sop_instance_uid,
         instance_number=instance_number, manufacturer="deeplesion-tf", is_complete=True)
+    if series_description:
+        document.SeriesDescription = series_description
     if when is not None:
         for prefix in ("Content", "InstanceCreation", "Series"):
             setattr(document, f"{prefix}Date", when.strftime("%Y%m%d"))

@@ -17,6 +17,12 @@ study and series pseudonyms are those of the TFDS dataset), and a PNG slice
 `png_<pseudonym of its absolute real path>`. The JSON's `source` is that name
 and its `context` the neighbours' names. Which input became which name is
 logged, not written.
+
+With `sr_dir`, each DICOM key slice's detections are also a DICOM SR
+(`detection_sr`), `<sr_dir>/<name>.dcm`, and with `store` sent to a DICOMweb
+server (STOW-RS). These carry the source study's patient and study identifiers:
+that is their purpose, to be filed with the study in the PACS. Nothing else
+written here does.
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pydicom
 import tensorflow as tf
 from absl import logging
 
 from deeplesion_tf.data import checks
+from deeplesion_tf.data import dicomweb
+from deeplesion_tf.serving import detection_sr
 from deeplesion_tf.serving import detector_module
 from deeplesion_tf.serving.detection_files import draw, result_json
 from deeplesion_tf.serving.slice_inputs import Failure, SliceInput, gather_inputs
@@ -86,7 +95,8 @@ class RunSummary:
 
 def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size: int = 1,
         png_spacing: Optional[Tuple[float, float]] = None, draw_window=None,
-        salt: Optional[str] = None) -> RunSummary:
+        salt: Optional[str] = None, sr_dir: Optional[str] = None,
+        store: Optional[dicomweb.Connection] = None) -> RunSummary:
     """Detects lesions on every key slice of `paths`; writes `output_dir/<name>.json` (and PNGs).
 
     Names are pseudonyms (module docstring), flat in `output_dir`; a name met
@@ -98,6 +108,11 @@ def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size
     Args:
       draw_window: `(low, high)` HU to draw annotated PNGs under; None: no PNGs.
       salt: of the names' pseudonyms; None: `deid.site_salt()`.
+      sr_dir: where to write each DICOM key slice's report (module docstring); a PNG
+        input has no DICOM header to reference and a slice without detections
+        nothing to report: they get none (logged).
+      store: a server to store the reports to (needs `sr_dir`); a report it refuses
+        is a `Failure` of its slice (its JSON and report file stay written).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -136,8 +151,14 @@ def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size
             summary.written.append(json_path)
             logging.info("%s: %d detections -> %s", item.source, len(result["detections"]),
                          json_path)
+            if sr_dir is not None:
+                _report(item, result, detector.path, sr_dir, store, summary)
 
+    if store is not None and sr_dir is None:
+        raise ValueError("storing reports needs sr_dir")
     os.makedirs(output_dir, exist_ok=True)
+    if sr_dir is not None:
+        os.makedirs(sr_dir, exist_ok=True)
     for item in gather_inputs(paths, png_spacing, salt):
         if isinstance(item, Failure):
             logging.error("%s: %s", item.source, item.reason)
@@ -157,3 +178,35 @@ def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size
     for key in list(pending):
         flush(key)
     return summary
+
+
+def _report(item: SliceInput, result: dict, model: str, sr_dir: str,
+            store: Optional[dicomweb.Connection], summary: RunSummary) -> None:
+    """Writes (and stores) the DICOM SR of one key slice's detections."""
+    if not item.is_dicom:
+        logging.info("%s: a PNG, no DICOM header to reference: no report", item.name)
+        return
+    if not result["detections"]:
+        logging.info("%s: no detections: no report", item.name)
+        return
+    header = pydicom.dcmread(item.source, stop_before_pixels=True)
+    report = detection_sr.detection_report(header, result["detections"], model=model)
+    path = os.path.join(sr_dir, item.name + ".dcm")
+    with open(path, "wb") as f:
+        f.write(detection_sr.encode(report))
+    if store is None:
+        return
+    try:
+        response = store.call(f"storing the report of {item.name}",
+                              lambda: store.client.store_instances([report]))
+    except dicomweb.ServerError as error:
+        summary.failures.append(Failure(item.source, f"report not stored: {error}"))
+        return
+    # STOW-RS answers 200 or 202 and lists in FailedSOPSequence what it did not keep.
+    failed = response.get("FailedSOPSequence", []) if response is not None else []
+    if failed:
+        reason = failed[0].get("FailureReason", "unknown")
+        summary.failures.append(Failure(item.source, f"report not stored: {store.name} "
+                                        f"refused it (failure reason {reason})"))
+        return
+    logging.info("%s: report stored to %s", item.name, store.name)

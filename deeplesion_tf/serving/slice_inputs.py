@@ -9,6 +9,9 @@ Inputs:
     slice stands in at the ends of a series, as in the dataset builders).
     16-bit PNGs (HU + 32768, the NIH release's format) in a folder are a series
     in file-name order.
+    A DICOM file without pixel data in a folder (a header, as bin/fetch_from_pacs
+    writes the slices it did not retrieve) is a place in its series, not a key
+    slice: where it is a key slice's neighbour, the key slice stands in (noted).
   * A PNG file: one key slice; its neighbours are the previous and next PNG of
     its folder in file-name order (the release names slices by index).
 A file that cannot be read fails alone, as a `Failure` naming the file and
@@ -27,6 +30,7 @@ import os
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import pydicom
 
 from deeplesion_tf.data import checks
 from deeplesion_tf.data import ct_reader
@@ -49,6 +53,7 @@ class SliceInput:
       context: `(previous, next)` output names of the neighbours.
       notes: what to know about the context and the header (e.g. a neighbour
         replaced by the key); names, never paths.
+      is_dicom: read from a DICOM file (`source`), whose header a report can reference.
     """
 
     name: str
@@ -57,6 +62,7 @@ class SliceInput:
     spacing_mm: Optional[Tuple[float, float]]
     context: Tuple[str, str]
     notes: List[str]
+    is_dicom: bool = False
 
 
 @dataclasses.dataclass
@@ -114,7 +120,7 @@ def _header_notes(ct: ct_reader.CTSlice) -> List[str]:
 
 def _with_context(names: Sequence[str], paths: Sequence[str], hus: Sequence[np.ndarray],
                   index: int, spacing: Optional[Tuple[float, float]],
-                  notes: Sequence[str] = ()) -> SliceInput:
+                  notes: Sequence[str] = (), is_dicom: bool = False) -> SliceInput:
     """Key slice `index` of an ordered series, its neighbours clamped to the series."""
     key = hus[index]
     slices, context, notes = [], [], list(notes)
@@ -123,13 +129,35 @@ def _with_context(names: Sequence[str], paths: Sequence[str], hus: Sequence[np.n
         which = "previous" if step < 0 else "next"
         if j == index:
             notes.append(f"no {which} slice: the key slice stands in")
+        elif hus[j] is None:
+            notes.append(f"{which} slice {names[j]} is a header without pixels: the key "
+                         "slice stands in")
+            j = index
         elif hus[j].shape != key.shape:
             notes.append(f"{which} slice {names[j]} differs in size: the key slice stands in")
             j = index
         slices.append(hus[j])
         context.append(names[j])
     hu = np.stack([slices[0], key, slices[1]], axis=-1).astype(np.float32)
-    return SliceInput(names[index], paths[index], hu, spacing, (context[0], context[1]), notes)
+    return SliceInput(names[index], paths[index], hu, spacing, (context[0], context[1]), notes,
+                      is_dicom)
+
+
+def _header_only(path: str) -> Optional[ct_reader.CTSlice]:
+    """A CT header without pixel data as a `CTSlice` with `hu` None, or None if not CT."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # Unreadable after all: the caller reports the first error.
+        return None
+    if str(ds.get("SOPClassUID", "")) not in (ct_reader.CT_IMAGE_STORAGE,
+                                              ct_reader.ENHANCED_CT_IMAGE_STORAGE):
+        return None
+    position, number, _ = ct_reader.header_geometry(ds)
+    return ct_reader.CTSlice(None, (0.0, 0.0), position, None, (), number,
+                             str(ds.get("SOPInstanceUID", "")),
+                             str(ds.get("SeriesInstanceUID", "")),
+                             str(ds.get("StudyInstanceUID", "")),
+                             str(ds.get("PatientID", "") or "").strip())
 
 
 def _series_of_folder(files: Sequence[str], png_spacing, salt: str
@@ -143,7 +171,16 @@ def _series_of_folder(files: Sequence[str], png_spacing, salt: str
                 pngs.append((path, _read_png(path)))
                 continue
             ct = ct_reader.read_ct(path)
-        except (ct_reader.CTReadError, ValueError, OSError) as error:
+        except ct_reader.CTReadError as error:
+            header = _header_only(path) if error.kind == ct_reader.NO_PIXEL_DATA else None
+            if header is None:
+                yield Failure(path, _reason(error))
+            else:
+                dicom[header.series_instance_uid].append(
+                    (ct_reader.head_to_feet_key(header.slice_position_mm,
+                                                header.instance_number, path), path, header))
+            continue
+        except (ValueError, OSError) as error:
             yield Failure(path, _reason(error))
             continue
         order = ct_reader.head_to_feet_key(ct.slice_position_mm, ct.instance_number, path)
@@ -155,7 +192,9 @@ def _series_of_folder(files: Sequence[str], png_spacing, salt: str
         names = [dicom_name(m[2], salt) for m in members]
         hus = [m[2].hu for m in members]
         for i, (_, path, ct) in enumerate(members):
-            yield _with_context(names, paths, hus, i, ct.pixel_spacing_mm, _header_notes(ct))
+            if ct.hu is not None:
+                yield _with_context(names, paths, hus, i, ct.pixel_spacing_mm,
+                                    _header_notes(ct), is_dicom=True)
     if pngs:
         paths = [p for p, _ in pngs]
         names = [png_name(p, salt) for p in paths]
@@ -222,4 +261,4 @@ def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float
                 yield Failure(path, _reason(error))
                 continue
             yield _with_context([dicom_name(ct, salt)], [path], [ct.hu], 0, ct.pixel_spacing_mm,
-                                _header_notes(ct))
+                                _header_notes(ct), is_dicom=True)
