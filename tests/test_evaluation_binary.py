@@ -114,7 +114,7 @@ def test_rescoring_its_coco_results_gives_the_same_metrics(evaluated, dummy_pacs
          f"--truth_csv={TRUTH_CSV}", "--categories=truth", "--num_figures=0")
     ours, again = _metrics(evaluated / "eval"), _metrics(evaluated / "again")
     for key in ("detection_accuracy", "accuracy_by_iou", "per_category", "froc", "ap50",
-                "unbookmarked", "num_detections"):
+                "unbookmarked", "num_detections", "froc_by_group"):
         assert _flat(again[key]) == pytest.approx(_flat(ours[key]), abs=1e-4), key
 
     runner.write_comparison([str(evaluated / "eval"), str(evaluated / "again")],
@@ -145,6 +145,14 @@ def test_intervals_and_the_paired_comparison_through_the_binary(evaluated, dummy
     assert _flat(_metrics(second)["intervals"]) == pytest.approx(_flat(metrics["intervals"]))
     report = (first / "report.md").read_text()
     assert f"{100 * accuracy['value']:.1f} [{100 * low:.1f}, {100 * high:.1f}]" in report
+    # By size and type: every scored lesion in exactly one group of each kind.
+    groups = metrics["froc_by_group"]
+    for kind in ("size", "type"):
+        scored = [g for g in groups[kind].values() if g is not None]
+        assert sum(g["num_lesions"] for g in scored) == metrics["froc"]["num_lesions"], kind
+        assert all(g["intervals"]["froc_4"]["value"] == g["sensitivity_at_fp"]["4"]
+                   for g in scored)
+    assert "## FROC by lesion size and type" in report and " | long axis 10-30 mm | " in report
 
     table = evaluated / "train_table1"
     _run("evaluate_detector", f"--compare={first},{second}", "--compare_names=model,rescored",

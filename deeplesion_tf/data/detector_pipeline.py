@@ -16,7 +16,9 @@ Per example:
   1. HU of the previous, key and next slices (`previous_slice`, `image`,
      `next_slice`): `[H, W, 3]`.
   2. Resize (bilinear, no antialiasing) by `scale = S / max(H, W)` to
-     `[round(H * scale), round(W * scale)]`. The resampling uses exactly
+     `[round(H * scale), round(W * scale)]`; or, with a target pixel spacing
+     (`pixel_spacing_mm`, 3DCE's 0.8 mm), by `spacing / pixel_spacing_mm`, no
+     more than `S / max(H, W)` (`input_scale`). The resampling uses exactly
      `scale` on both axes, so a pixel centre `p` of the original lies at
      `(p + 0.5) * scale - 0.5` in the resized image (`scale_boxes`), on both
      axes; at `scale == 1` nothing is resampled.
@@ -143,29 +145,74 @@ def resize_with_scale(hu: tf.Tensor, scale: tf.Tensor, size: tf.Tensor,
 
     `tf.image.resize` derives its scale per axis from the sizes, and
     `round(H * scale) / H` is not `scale` in general. So the slice is padded
-    to the square of its longest side `L` and resized to `S x S`
-    (`S / L == scale` on both axes), then the content is cut out. Content rows
-    sample the slice at rows `<= H - 0.5` only; the padding's first row repeats
-    row `H - 1`, which is `tf.image.resize`'s own clamping (likewise columns).
+    to the square of its longest side `L` and resized to `n x n`, `n = L * scale`
+    (`S` where the slice fills the input; `input_scale` makes `L * scale` whole),
+    then the content is cut out. Content rows sample the slice at rows
+    `<= H - 0.5` only; the padding's first row repeats row `H - 1`, which is
+    `tf.image.resize`'s own clamping (likewise columns).
     (`tf.raw_ops.ScaleAndTranslate` takes the scale itself but is ~5x slower.)
     """
+    del image_size  # `n` follows from the scale; kept for the callers' signature.
+
     def resample():
         longest = tf.maximum(tf.shape(hu)[0], tf.shape(hu)[1])
+        side = tf.cast(tf.round(tf.cast(longest, tf.float32) * scale), tf.int32)
         edge = tf.pad(hu, [[0, 1], [0, 1], [0, 0]], mode="SYMMETRIC")[:longest, :longest]
         square = tf.image.pad_to_bounding_box(edge, 0, 0, longest, longest)
-        resized = tf.image.resize(square, [image_size, image_size], method="bilinear")
+        resized = tf.image.resize(square, tf.stack([side, side]), method="bilinear")
         return resized[:size[0], :size[1]]
 
     return tf.cond(tf.equal(scale, 1.0), lambda: hu, resample)
 
 
+def _require_spacing(pixel_spacing_mm: float, spacing) -> None:
+    if spacing is None:
+        raise ValueError(f"the input resamples to {pixel_spacing_mm:g} mm per pixel: it needs "
+                         "each slice's pixel spacing")
+
+
+def input_scale(height: tf.Tensor, width: tf.Tensor, image_size: int,
+                pixel_spacing_mm: Optional[float] = None,
+                spacing: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """The resize factor of step 2: `S / max(H, W)`, or with a target spacing
+    `spacing / pixel_spacing_mm` capped at that.
+
+    As 3DCE's loader (CADLab `lesion_detector_3DCE/rcnn/fio/load_ct_img.py`,
+    `load_prep_img`): scale to `NORM_SPACING` mm per pixel, then shrink further
+    where the longest side would exceed `MAX_SIZE`. It takes one spacing per slice
+    (the release's `Spacing_mm_px_`, whose x and y agree): here the column spacing,
+    `spacing[..., 1]`, so that one factor serves both axes and the box mapping stays
+    exact. The factor is `n / max(H, W)` for the whole `n` nearest to
+    `max(H, W) * spacing / pixel_spacing_mm` (so 0.8 mm becomes 0.8 +- 0.1%).
+
+    Args:
+      height, width: the slice's size (scalars).
+      spacing: `[..., 2]` `(row, column)` mm per pixel; needed with `pixel_spacing_mm`.
+
+    Raises:
+      ValueError: `pixel_spacing_mm` without `spacing`.
+    """
+    fit = float(image_size) / tf.cast(tf.maximum(height, width), tf.float32)
+    if pixel_spacing_mm is None:
+        return fit
+    _require_spacing(pixel_spacing_mm, spacing)
+    # The resize is exact for a whole number of output pixels across the longest side
+    # (`resize_with_scale`): the factor is rounded to one, at most 0.5 / L off.
+    longest = tf.cast(tf.maximum(height, width), tf.float32)
+    side = tf.minimum(tf.round(longest * tf.cast(spacing, tf.float32)[..., 1]
+                               / float(pixel_spacing_mm)), float(image_size))
+    return side / longest
+
+
 def network_input(hu: tf.Tensor, image_size: int, windows: Sequence[Sequence[float]],
-                  flip: Optional[tf.Tensor] = None):
+                  flip: Optional[tf.Tensor] = None, *, pixel_spacing_mm: Optional[float] = None,
+                  spacing: Optional[tf.Tensor] = None):
     """HU slices -> the detector's input: the one transform of training and serving.
 
-    The longest side is resized to `image_size` (`resize_with_scale`, one scale on
-    both axes), the slices windowed (`hu_windows.apply_windows`), optionally mirrored
-    left-right, and padded bottom/right with 0 to `S x S`.
+    The longest side is resized to `image_size`, or the slice resampled to
+    `pixel_spacing_mm` within that size (`input_scale`; `resize_with_scale`, one
+    scale on both axes), the slices windowed (`hu_windows.apply_windows`), optionally
+    mirrored left-right, and padded bottom/right with 0 to `S x S`.
 
     Args:
       hu: `[H, W, 3]` (previous, key, next slice) or a batch `[B, H, W, 3]` of
@@ -174,18 +221,32 @@ def network_input(hu: tf.Tensor, image_size: int, windows: Sequence[Sequence[flo
       windows: validated `[low, high]` HU windows; `C = 3 * len(windows)`.
       flip: optional scalar bool tensor: mirror the resized content (before the
         padding, so the padding stays bottom/right), every slice of a batch alike.
+      pixel_spacing_mm: the target spacing, or None (fill `S`).
+      spacing: `[2]` (or `[B, 2]` for a batch) `(row, column)` mm per pixel of the
+        slices; used with `pixel_spacing_mm`.
 
     Returns:
-      `(image, scale, resized_size)`: `[(B,) S, S, C]` float32 in [0, 1], the scalar
-      resized / original size, and the `[2]` int32 size of the content in `image`.
+      `(image, scale, resized_size)`: `[(B,) S, S, C]` float32 in [0, 1], the
+      resized / original size (a scalar; `[B]` for a batch resampled to a spacing,
+      each slice its own), and the `[2]` (`[B, 2]`) int32 size of the content.
     """
     if hu.shape.rank not in (3, 4):
         raise ValueError(f"network_input takes [H, W, 3] or [B, H, W, 3] HU, got shape {hu.shape}")
     unbatched = hu.shape.rank == 3
+    if pixel_spacing_mm is not None and not unbatched:
+        _require_spacing(pixel_spacing_mm, spacing)
+        # One factor per slice: the slices of a batch are resampled one by one.
+        channels = 3 * len(windows)
+        return tf.map_fn(
+            lambda args: network_input(args[0], image_size, windows, flip,
+                                       pixel_spacing_mm=pixel_spacing_mm, spacing=args[1]),
+            (hu, tf.cast(spacing, tf.float32)),
+            fn_output_signature=(tf.TensorSpec([image_size, image_size, channels], tf.float32),
+                                 tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32)))
     batch = hu[tf.newaxis] if unbatched else hu
     shape = tf.shape(batch)
     height, width = shape[1], shape[2]
-    scale = float(image_size) / tf.cast(tf.maximum(height, width), tf.float32)
+    scale = input_scale(height, width, image_size, pixel_spacing_mm, spacing)
     resized_size = tf.minimum(tf.cast(tf.round(
         tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32), image_size)
     resized_size = tf.maximum(resized_size, 1)
@@ -207,7 +268,8 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
                           windows: Sequence[Sequence[float]] = hu_windows.DETECTOR_WINDOWS,
                           class_table: Optional[Mapping[str, int]] = None,
                           deterministic: bool = False, shuffle_buffer: int = 256,
-                          seed: int = 0) -> tf.data.Dataset:
+                          seed: int = 0, pixel_spacing_mm: Optional[float] = None
+                          ) -> tf.data.Dataset:
     """Batches of network inputs and lesion boxes for the detector.
 
     Args:
@@ -229,6 +291,8 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
       shuffle_buffer: examples in the shuffle buffer (training only).
       seed: seeds the shuffle and the flips (training only), with or without
         `deterministic`: another seed, another order and other flips.
+      pixel_spacing_mm: resample each slice to this spacing from its `spacing_mm`
+        (step 2); None: fill `image_size`.
 
     Returns:
       One pass over `ds` (repeat it for more epochs), prefetched; each element
@@ -252,9 +316,12 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
         raise ValueError(f"batch_size ({batch_size}) and image_size ({image_size}) must be >= 1")
     table = None if class_table is None else _class_lookup(class_table)
     channels = 3 * len(windows)
-    logging.info("Detector pipeline: training=%s, batch %d, %dx%d, %d channels (windows %s), "
+    if pixel_spacing_mm is not None and not pixel_spacing_mm > 0:
+        raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
+    logging.info("Detector pipeline: training=%s, batch %d, %dx%d%s, %d channels (windows %s), "
                  "box padding %g px, %s, deterministic=%s", training, batch_size, image_size,
-                 image_size, channels, windows, box_padding_px,
+                 image_size, "" if pixel_spacing_mm is None else
+                 f" at {pixel_spacing_mm:g} mm per pixel", channels, windows, box_padding_px,
                  "single class" if table is None else f"class table of {len(class_table)} lesions",
                  deterministic)
 
@@ -264,7 +331,9 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
         height, width = original_size[0], original_size[1]
         flip = (None if flip_seed is None
                 else tf.random.stateless_uniform([], seed=flip_seed) < 0.5)
-        image, scale, resized_size = network_input(hu, image_size, windows, flip)
+        image, scale, resized_size = network_input(
+            hu, image_size, windows, flip, pixel_spacing_mm=pixel_spacing_mm,
+            spacing=example["spacing_mm"] if pixel_spacing_mm is not None else None)
 
         lesions = example["lesions"]
         boxes = measurement_boxes(lesions["measurement"], height, width, box_padding_px)

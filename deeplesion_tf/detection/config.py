@@ -102,6 +102,9 @@ class InputConfig:
     windows: Tuple[Tuple[float, float], ...] = tuple(
         (float(low), float(high)) for low, high in hu_windows.DETECTOR_WINDOWS)
     box_padding_px: float = 20.0
+    # Resample every slice to this many mm per pixel within `image_size` (3DCE: 0.8);
+    # None: the longest side fills `image_size` (the paper's).
+    pixel_spacing_mm: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +219,7 @@ FLAT_NAMES: Dict[str, Tuple[str, str]] = {
     "image_size": ("inputs", "image_size"),
     "windows": ("inputs", "windows"),
     "box_padding_px": ("inputs", "box_padding_px"),
+    "pixel_spacing_mm": ("inputs", "pixel_spacing_mm"),
     **{f.name: ("training", f.name) for f in dataclasses.fields(TrainingConfig)},
 }
 

@@ -44,7 +44,8 @@ def read_groundtruth(ds: tf.data.Dataset, keep_slices: int = 0) -> GroundTruth:
             lesion_ids=tuple(i.decode() for i in lesions["lesion_id"]),
             measurements=np.asarray(lesions["measurement"], np.float64).reshape([-1, 8]),
             noisy=np.asarray(lesions["noisy"], bool),
-            coarse_types=np.asarray(lesions["coarse_type"], np.int64)))
+            coarse_types=np.asarray(lesions["coarse_type"], np.int64),
+            diameters_mm=np.asarray(lesions["diameters_mm"], np.float64).reshape([-1, 2])))
         if image_id <= keep_slices:
             slices[image_id] = png16.decode_hu(example["image"])
     return GroundTruth(truths, slices)

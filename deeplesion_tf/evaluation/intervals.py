@@ -51,8 +51,8 @@ CONFIDENCE = 0.95
 MIN_PATIENTS = 2
 SCORES_FILE = "image_scores.npz"
 FROC_METRICS = tuple(f"froc_{r:g}" for r in froc_lib.FP_RATES)
-SUMMARY_METRICS = ("detection_accuracy", "ap50") + FROC_METRICS + (
-    "froc_mean_0.5_to_4", "froc_mean_0.5_to_16")
+FROC_SUMMARY_METRICS = FROC_METRICS + ("froc_mean_0.5_to_4", "froc_mean_0.5_to_16")
+SUMMARY_METRICS = ("detection_accuracy", "ap50") + FROC_SUMMARY_METRICS
 # Fig. 5a's points: accuracy with the top-1 IoU above each threshold.
 ACCURACY_BY_IOU_METRICS = tuple(f"accuracy_iou_{t:g}" for t in accuracy.ACCURACY_IOU_THRESHOLDS)
 _CATEGORY_PREFIX = "category/"
@@ -130,26 +130,18 @@ def image_scores(truths: Sequence[records.ImageTruth], top1_ious: Sequence[np.nd
       iou_threshold: the accuracy's (it must *exceed* it, as `accuracy`).
     """
     position = {t.image_id: k for k, t in enumerate(truths)}
-    names = sorted({records.patient_id(t) for t in truths})
-    patient_index = {p: k for k, p in enumerate(names)}
     hits = accuracy.category_hits(truths, top1_ious, categories, iou_threshold)
-    scored = np.array([position[int(i)] for i in froc.image_ids], np.int64)
-    froc_lesions = np.zeros([len(truths)], np.int64)
-    froc_lesions[scored] = froc.outcomes.lesions
-    froc_scored = np.zeros([len(truths)], bool)
-    froc_scored[scored] = True
+    of_froc = froc_scores(truths, froc)
     return ImageScores(
         file_names=np.array([t.file_name for t in truths], str),
-        patients=np.array([patient_index[records.patient_id(t)] for t in truths], np.int64),
+        patients=of_froc.patients,
         top1_correct=np.array([bool(np.any(iou > iou_threshold)) for iou in top1_ious], bool),
         top1_iou=np.array([float(np.max(iou, initial=0.0)) for iou in top1_ious], np.float64),
         category_names=np.array([name for _, name in categories.rows], str),
         category_member=hits.member, category_correct=hits.correct,
-        froc_image=scored[froc.outcomes.image],
-        froc_scores=froc.outcomes.scores,
-        froc_false_positive=froc.outcomes.false_positive,
-        froc_new_hits=froc.outcomes.new_hits,
-        froc_lesions=froc_lesions, froc_scored=froc_scored,
+        froc_image=of_froc.froc_image, froc_scores=of_froc.froc_scores,
+        froc_false_positive=of_froc.froc_false_positive, froc_new_hits=of_froc.froc_new_hits,
+        froc_lesions=of_froc.froc_lesions, froc_scored=of_froc.froc_scored,
         coco_image=np.array([position[int(i)] for i in coco.matches.image_ids], np.int64),
         coco_scores=coco.matches.scores, coco_true_positive=coco.matches.true_positive,
         coco_positives=np.array([coco.matches.positives.get(t.image_id, 0) for t in truths],
@@ -229,8 +221,7 @@ def weighted_metrics(s: ImageScores, weights: np.ndarray) -> Dict[str, np.ndarra
     images = weights.sum(axis=1)
     values = {"detection_accuracy": _ratio(weights @ s.top1_correct.astype(np.float64), images),
               "ap50": _ap50(s, weights)}
-    values.update(zip(FROC_METRICS + ("froc_mean_0.5_to_4", "froc_mean_0.5_to_16"),
-                      _froc(s, weights)))
+    values.update(zip(FROC_SUMMARY_METRICS, _froc(s, weights)))
     for name, member, correct in zip(s.category_names, s.category_member, s.category_correct):
         values[category_metric(str(name))] = _ratio(
             weights @ (member & correct).astype(np.float64), weights @ member.astype(np.float64))
@@ -337,24 +328,65 @@ def bootstrap(group: Sequence[ImageScores], *, resamples: int, seed: int,
     def statistic(indices):
         return _mean_metrics(group, _patient_counts(indices, num)[:, first.patients])
 
-    return _intervals(statistic, first, group_values=_mean_metrics(
-        group, np.ones([1, first.num_images]))[:, 0], resamples=resamples, seed=seed,
-        confidence=confidence)
+    return _intervals(statistic, _metric_names(first), first.num_patients,
+                      group_values=_mean_metrics(group, np.ones([1, first.num_images]))[:, 0],
+                      resamples=resamples, seed=seed, confidence=confidence)
 
 
-def _intervals(statistic, first: ImageScores, group_values: np.ndarray, *, resamples: int,
-               seed: int, confidence: float) -> Dict[str, Dict]:
-    names = _metric_names(first)
-    if first.num_patients < MIN_PATIENTS:
+class FrocScores(NamedTuple):
+    """The FROC part of `ImageScores`, for a FROC on a subset of the lesions (`froc_groups`)."""
+
+    patients: np.ndarray
+    froc_image: np.ndarray
+    froc_scores: np.ndarray
+    froc_false_positive: np.ndarray
+    froc_new_hits: np.ndarray
+    froc_lesions: np.ndarray
+    froc_scored: np.ndarray
+
+
+def froc_scores(truths: Sequence[records.ImageTruth], froc: froc_lib.FrocResult) -> FrocScores:
+    """`FrocScores` of `froc.official_froc(truths, ...)`, patients numbered as `image_scores`."""
+    position = {t.image_id: k for k, t in enumerate(truths)}
+    names = sorted({records.patient_id(t) for t in truths})
+    patient_index = {p: k for k, p in enumerate(names)}
+    scored = np.array([position[int(i)] for i in froc.image_ids], np.int64)
+    lesions = np.zeros([len(truths)], np.int64)
+    lesions[scored] = froc.outcomes.lesions
+    is_scored = np.zeros([len(truths)], bool)
+    is_scored[scored] = True
+    return FrocScores(np.array([patient_index[records.patient_id(t)] for t in truths], np.int64),
+                      scored[froc.outcomes.image], froc.outcomes.scores,
+                      froc.outcomes.false_positive, froc.outcomes.new_hits, lesions, is_scored)
+
+
+
+def froc_bootstrap(scores: FrocScores, *, resamples: int, seed: int,
+                   confidence: float = CONFIDENCE) -> Dict[str, Dict]:
+    """`FROC_SUMMARY_METRICS` of `scores` with patient-bootstrap intervals, as `bootstrap`."""
+    num = int(scores.patients.max()) + 1 if len(scores.patients) else 0
+
+    @_vectorized
+    def statistic(indices):
+        return _froc(scores, _patient_counts(indices, num)[:, scores.patients])
+
+    return _intervals(statistic, list(FROC_SUMMARY_METRICS), num,
+                      group_values=_froc(scores, np.ones([1, len(scores.patients)]))[:, 0],
+                      resamples=resamples, seed=seed, confidence=confidence)
+
+
+def _intervals(statistic, names: Sequence[str], num_patients: int, group_values: np.ndarray, *,
+               resamples: int, seed: int, confidence: float) -> Dict[str, Dict]:
+    if num_patients < MIN_PATIENTS:
         logging.warning("%d patient(s): too few to resample, the figures have no interval",
-                        first.num_patients)
+                        num_patients)
         return {n: {"value": None if math.isnan(v) else float(v), "interval": None,
                     "method": None} for n, v in zip(names, group_values)}
     with warnings.catch_warnings():
         # Degenerate (constant) and NaN statistics are handled in `_estimate`.
         warnings.simplefilter("ignore")
         result = scipy.stats.bootstrap(
-            (np.arange(first.num_patients),), statistic, n_resamples=resamples,
+            (np.arange(num_patients),), statistic, n_resamples=resamples,
             confidence_level=confidence, vectorized=True, rng=np.random.default_rng(seed),
             batch=min(resamples, 256))
     distribution = np.atleast_2d(result.bootstrap_distribution)
@@ -390,7 +422,8 @@ def compare(a: Sequence[ImageScores], b: Sequence[ImageScores], *, resamples: in
         return _mean_metrics(b, weights) - _mean_metrics(a, weights)
 
     names = _metric_names(first)
-    estimates = _intervals(difference, first, values_b - values_a, resamples=resamples,
+    estimates = _intervals(difference, _metric_names(first), first.num_patients,
+                           values_b - values_a, resamples=resamples,
                            seed=seed, confidence=confidence)
     p_values = (_permutation_p_values(a, b, first, resamples=resamples, seed=seed)
                 if first.num_patients >= MIN_PATIENTS else [None] * len(names))

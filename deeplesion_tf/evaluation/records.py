@@ -18,7 +18,7 @@ the slice as well, for cross-checks.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -35,6 +35,8 @@ class ImageTruth(NamedTuple):
         pixels, x the column), the bookmark's two diameters.
       noisy: `[n]` bool, the release's `Possibly_noisy`.
       coarse_types: `[n]` int, the release's coarse lesion type (-1 unknown).
+      diameters_mm: `[n, 2]` long and short diameter in mm (the dataset's
+        `lesions/diameters_mm`), or None where not read.
     """
 
     image_id: int
@@ -45,6 +47,7 @@ class ImageTruth(NamedTuple):
     measurements: np.ndarray
     noisy: np.ndarray
     coarse_types: np.ndarray
+    diameters_mm: Optional[np.ndarray] = None
 
 
 class ImageDetections(NamedTuple):

@@ -97,6 +97,28 @@ def _category_cell(row: Optional[Mapping]) -> str:
     return intervals.as_percent({"value": row["accuracy"], "interval": row["interval"]})
 
 
+def froc_group_table(runs: Sequence[Run]) -> str:
+    """Sensitivity at each FP rate per lesion-size group and per type, one row per model
+    and group ("" when no run has groups)."""
+    rows, rates = [], None
+    for name, m in runs:
+        for kind, title in (("size", "long axis"), ("type", "type")):
+            for group, result in ((m.get("froc_by_group") or {}).get(kind) or {}).items():
+                if result is None:
+                    rows.append([name, f"{title} {group}", 0, 0] + ["-"] * len(rates or []))
+                    continue
+                rates = rates or list(result["sensitivity_at_fp"])
+                rows.append([name, f"{title} {group}", result["num_lesions"],
+                             result["num_images"]] +
+                            [_cell(result, f"froc_{r}", result["sensitivity_at_fp"][r])
+                             for r in rates])
+    if not rows or rates is None:
+        return ""
+    rows = [r + ["-"] * (4 + len(rates) - len(r)) for r in rows]
+    return _table(["Model", "Group", "Lesions", "Images"] +
+                  [f"Sens@{r} (%)" for r in rates], rows)
+
+
 def iou_table(runs: Sequence[Run]) -> str:
     """Fig. 5a's values."""
     thresholds = list(runs[0][1]["accuracy_by_iou"])
@@ -188,6 +210,15 @@ def render(runs: Sequence[Run], figures: Mapping[str, str],
                   f"![Precision-recall]({figures['precision_recall']})\n"]
     if "froc" in figures:
         parts += ["## FROC\n", f"![FROC]({figures['froc']})\n"]
+    groups = froc_group_table(runs)
+    if groups:
+        parts += ["## FROC by lesion size and type\n", groups + "\n",
+                  "Long axis in mm (3DCE's and MULAN's groups: < 10, 10-30, > 30); type: the "
+                  f"rows of `{settings['categories']}`. Each group's lesions are the ground "
+                  "truth and every detection is scored against them with the official rule "
+                  "(images without a lesion of the group drop out; on the others, a detection "
+                  "of another group's lesion is a false positive), as the 3DCE author "
+                  "describes (CADLab issue #31). Intervals as above, per group.\n"]
     section = unbookmarked_section(runs)
     if section:
         parts.append(section)

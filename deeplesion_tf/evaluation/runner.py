@@ -36,6 +36,7 @@ from deeplesion_tf.evaluation import categories as categories_lib
 from deeplesion_tf.evaluation import coco_format
 from deeplesion_tf.evaluation import figures
 from deeplesion_tf.evaluation import froc as froc_lib
+from deeplesion_tf.evaluation import froc_groups
 from deeplesion_tf.evaluation import intervals
 from deeplesion_tf.evaluation import matching
 from deeplesion_tf.evaluation import records
@@ -74,7 +75,8 @@ class Predictions(NamedTuple):
 
 def predict_split(predict: Predictor, ds: tf.data.Dataset,
                   truths: Sequence[records.ImageTruth], *, image_size: int,
-                  windows: Sequence[Sequence[float]], batch_size: int) -> Predictions:
+                  windows: Sequence[Sequence[float]], batch_size: int,
+                  pixel_spacing_mm: Optional[float] = None) -> Predictions:
     """Runs `predict` over `ds` (from `tfds_deeplesion.splits.load_split`) in its stored order.
 
     Boxes go back to original pixels (`detector_pipeline.boxes_to_original`)
@@ -85,7 +87,7 @@ def predict_split(predict: Predictor, ds: tf.data.Dataset,
     """
     batches = detector_pipeline.make_detector_dataset(
         ds, training=False, batch_size=batch_size, image_size=image_size, windows=windows,
-        deterministic=True)
+        deterministic=True, pixel_spacing_mm=pixel_spacing_mm)
     detections: List[records.ImageDetections] = []
     timings = []
     for batch in tqdm(batches, desc="Detecting", unit=" batches"):
@@ -164,7 +166,8 @@ def evaluate(truths: Sequence[records.ImageTruth],
     Returns:
       An `Evaluation` whose `metrics` hold `detection_accuracy`,
       `accuracy_by_iou`, `per_category` (Table 1 rows; one `overall` row when
-      `categories` is None), `froc`, `ap50`, `num_images`, `num_lesions`,
+      `categories` is None), `froc`, `froc_by_group` (`froc_groups.froc_by_group`: by
+      lesion size and by the categories' rows), `ap50`, `num_images`, `num_lesions`,
       `num_noisy_lesions`, `num_detections`, `num_patients`,
       `latency_ms_per_image`, `unbookmarked` (None without synthetic truth),
       `settings`, and `intervals`: `{metric: {"value", "interval", "method"}}`
@@ -204,6 +207,11 @@ def evaluate(truths: Sequence[records.ImageTruth],
         metrics["unbookmarked"] = unbookmarked_lib.unbookmarked_metrics(
             truths, detections, unbookmarked, box_padding_px=settings.box_padding_px,
             iou_convention=settings.iou_convention)
+    # By size and by type (the NIH papers' tables), each group with its own intervals.
+    metrics["froc_by_group"] = froc_groups.froc_by_group(
+        truths, detections, categories, gt_padding=settings.froc_box_padding_px,
+        detection_padding=settings.box_padding_px, iou_convention=settings.iou_convention,
+        resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
     scores = intervals.image_scores(truths, ious, categories, froc, coco)
     metrics["intervals"] = None
     if settings.bootstrap_resamples:

@@ -54,7 +54,10 @@ Outputs:
 
 Resizing: every slice of a request has the same `H, W` and is resized by one
 scale `S / max(H, W)` (as in training); requests of several sizes go in
-separate calls. Bad input (wrong rank or channel count, an empty batch,
+separate calls. A model trained with `--pixel_spacing_mm` resamples each slice
+to that spacing from its `pixel_spacing` instead (each slice of a request by
+its own factor, `detector_pipeline.input_scale`); its signatures without
+`pixel_spacing` refuse every request, saying so. Bad input (wrong rank or channel count, an empty batch,
 slices with a side below `checks.MIN_SLICE_SIDE_PX`, non-finite HU, PNGs that
 are not 16-bit grayscale, differ in size or whose data does not decode, a
 non-positive spacing) fails with `InvalidArgumentError` naming the input
@@ -68,7 +71,7 @@ every client (TF Serving does not check shapes against the signature).
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
@@ -233,11 +236,15 @@ class DetectorModule(tf.Module):
       box_padding_px: box padding of training (for the diameter estimate).
       drop_empty_boxes: drop detections whose box holds a single value of the
         key slice under every window (module docstring).
+      pixel_spacing_mm: the spacing training resampled slices to, or None. A model
+        with one needs each slice's spacing: its signatures without `pixel_spacing`
+        answer every request with an `InvalidArgumentError` saying so.
     """
 
     def __init__(self, model, class_names: Sequence[str], *, image_size: int,
                  windows: Sequence[Sequence[float]], box_padding_px: float,
-                 drop_empty_boxes: bool = True, name=None):
+                 drop_empty_boxes: bool = True, pixel_spacing_mm: Optional[float] = None,
+                 name=None):
         super().__init__(name=name)
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model of "
@@ -247,6 +254,7 @@ class DetectorModule(tf.Module):
         self.windows = hu_windows.validate_windows(windows)
         self.box_padding_px = float(box_padding_px)
         self.drop_empty_boxes = bool(drop_empty_boxes)
+        self.pixel_spacing_mm = None if pixel_spacing_mm is None else float(pixel_spacing_mm)
         # The key slice under each window: channel 3 k + 1 (`apply_windows` is window-major).
         self._key_channels = [3 * k + 1 for k in range(len(self.windows))]
         self.class_names = tuple(str(n) for n in class_names)
@@ -340,21 +348,33 @@ class DetectorModule(tf.Module):
             f"{PNG_SLICES}: all PNGs of a request must have one size; heights, widths:",
             height, width], decode, [0, 0, 0, 3], tf.float32)
 
-    def _network_input(self, hu: tf.Tensor):
-        """`[B, H, W, 3]` HU -> (`[B, S, S, C]` network input, scale), as in training."""
+    def _network_input(self, hu: tf.Tensor, spacing=None):
+        """`[B, H, W, 3]` HU (and `[B, 2]` spacing) -> (`[B, S, S, C]` network input,
+        `[B]` scale), as in training."""
+        hu = tf.ensure_shape(hu, [None, None, None, 3])
         image, scale, _ = detector_pipeline.network_input(
-            tf.ensure_shape(hu, [None, None, None, 3]), self.image_size, self.windows)
+            hu, self.image_size, self.windows, pixel_spacing_mm=self.pixel_spacing_mm,
+            spacing=spacing if self.pixel_spacing_mm is not None else None)
         return tf.ensure_shape(image, [None, self.image_size, self.image_size,
-                                       3 * len(self.windows)]), scale
+                                       3 * len(self.windows)]), tf.broadcast_to(
+            scale, tf.shape(hu)[:1])
 
     def _detect(self, hu: tf.Tensor, spacing=None) -> Dict[str, tf.Tensor]:
+        input_spacing = spacing
+        if self.pixel_spacing_mm is not None and spacing is None:
+            hu = _guard(tf.constant(False), [
+                f"this model resamples slices to {self.pixel_spacing_mm:g} mm per pixel: it "
+                f"needs their spacing; call {HU_WITH_SPACING} or {PNG_WITH_SPACING} with "
+                f"{PIXEL_SPACING}"], lambda: hu, [0, 0, 0, 3], tf.float32)
+            input_spacing = tf.ones([tf.shape(hu)[0], 2])  # Never used: the guard fails.
         height = tf.cast(tf.shape(hu)[1], tf.float32)
         width = tf.cast(tf.shape(hu)[2], tf.float32)
-        image, scale = self._network_input(hu)
+        image, scale = self._network_input(hu, input_spacing)
         detections = self.model(image, training=False)
         real = tf.sequence_mask(tf.cast(detections["num_detections"], tf.int32),
                                 tf.shape(detections["scores"])[1])  # [B, D]
-        boxes = detector_pipeline.boxes_to_original(detections["boxes"], scale)
+        boxes = detector_pipeline.boxes_to_original(detections["boxes"],
+                                                    scale[:, tf.newaxis, tf.newaxis])
         boxes = tf.clip_by_value(boxes, 0.0, tf.stack([height - 1.0, width - 1.0] * 2))
         sides = boxes[..., 2:] - boxes[..., :2]  # [B, D, 2] (rows, columns)
         keep = tf.logical_and(real, tf.reduce_all(sides >= MIN_BOX_SIDE_PX, axis=-1))

@@ -62,19 +62,24 @@ def encode_png16(hu: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def warmup_requests(image_size: int):
-    """One batch-1 request per signature on an `image_size` square slice."""
+def warmup_requests(image_size: int, needs_spacing: bool = False):
+    """One batch-1 request per signature on an `image_size` square slice (only the
+    spacing signatures' where the model needs spacing: the others refuse by design,
+    and TF Serving does not load a model whose warmup fails)."""
     hu = warmup_slice(image_size)
     images = np.repeat(hu[np.newaxis, :, :, np.newaxis], 3, axis=-1)
     png = np.array([[encode_png16(hu)] * 3], dtype=object)
     spacing = np.array([[0.8, 0.8]], np.float32)
     m = detector_module
-    return [
+    requests = [
         warmup.WarmupRequest(m.SERVING_DEFAULT, {m.IMAGES: images}),
         warmup.WarmupRequest(m.HU_WITH_SPACING, {m.IMAGES: images, m.PIXEL_SPACING: spacing}),
         warmup.WarmupRequest(m.PNG, {m.PNG_SLICES: png}),
         warmup.WarmupRequest(m.PNG_WITH_SPACING, {m.PNG_SLICES: png, m.PIXEL_SPACING: spacing}),
     ]
+    if needs_spacing:
+        return [r for r in requests if m.PIXEL_SPACING in r.inputs]
+    return requests
 
 
 def module_from_model_dir(model_dir: str, checkpoint: Optional[str] = None, **overrides: Any):
@@ -82,7 +87,8 @@ def module_from_model_dir(model_dir: str, checkpoint: Optional[str] = None, **ov
     loaded = model_dir_lib.load_model(model_dir, checkpoint, **overrides)
     module = detector_module.DetectorModule(
         loaded.model, loaded.class_names, image_size=loaded.inputs.image_size,
-        windows=loaded.inputs.windows, box_padding_px=loaded.inputs.box_padding_px)
+        windows=loaded.inputs.windows, box_padding_px=loaded.inputs.box_padding_px,
+        pixel_spacing_mm=loaded.inputs.pixel_spacing_mm)
     return module, loaded.checkpoint
 
 
@@ -109,7 +115,8 @@ def export_module(module: detector_module.DetectorModule, export_dir: str, versi
         tf.io.gfile.rmtree(temporary)
     tf.saved_model.save(module, temporary, signatures=module.signatures())
     if write_warmup:
-        warmup.write_warmup_requests(temporary, model_name, warmup_requests(module.image_size))
+        warmup.write_warmup_requests(temporary, model_name, warmup_requests(
+            module.image_size, needs_spacing=module.pixel_spacing_mm is not None))
     tf.io.gfile.rename(temporary, path)
     logging.info("Exported %s (signatures %s)", path, ", ".join(detector_module.SIGNATURES))
     return path
