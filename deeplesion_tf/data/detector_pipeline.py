@@ -14,7 +14,8 @@ network input, pixel centres at integers (the convention of
 
 Per example:
   1. HU of the previous, key and next slices (`previous_slice`, `image`,
-     `next_slice`): `[H, W, 3]`.
+     `next_slice`): `[H, W, 3]`; or, with `slice_interval_mm`, slices that far
+     apart interpolated from the stored ones (`interpolate_slices`).
   2. Resize (bilinear, no antialiasing) by `scale = S / max(H, W)` to
      `[round(H * scale), round(W * scale)]`; or, with a target pixel spacing
      (`pixel_spacing_mm`, 3DCE's 0.8 mm), by `spacing / pixel_spacing_mm`, no
@@ -55,6 +56,62 @@ _MISSING_CLASS = -1
 
 # The order of the context slices in the channels.
 SLICE_KEYS = ("previous_slice", "image", "next_slice")
+CONTEXT_KEY = "context_slices"
+
+
+def slice_stack(example: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """`[2k + 1, H, W]` HU of the stored slices at steps `-k .. k` (k = 1 without
+    `context_slices`, whose steps are `key_slice.context_steps(k)`)."""
+    near = [hu_windows.hu_from_stored(example[k])[..., 0] for k in SLICE_KEYS]
+    if CONTEXT_KEY not in example:
+        return tf.stack(near)
+    context = tf.map_fn(lambda s: hu_windows.hu_from_stored(s)[..., 0], example[CONTEXT_KEY],
+                        fn_output_signature=tf.float32)  # [2k - 2, H, W]
+    half = tf.shape(context)[0] // 2
+    return tf.concat([context[:half], tf.stack(near), context[half:]], axis=0)
+
+
+def interpolate_slices(stack: tf.Tensor, stored_interval_mm: tf.Tensor,
+                       slice_interval_mm: float, num_slices: int = 3) -> tf.Tensor:
+    """`num_slices` slices `slice_interval_mm` apart around the key, from `stack`.
+
+    The NIH loaders' rule (CADLab `lesion_detector_3DCE/rcnn/fio/load_ct_img.py`,
+    `load_multislice_img_16bit_png`): the slice `j` intervals from the key lies
+    `x = j * slice_interval_mm / stored_interval` stored steps away, linearly
+    interpolated between the stored slices at `floor(x)` and `ceil(x)`; where the
+    stored interval is unknown (NaN or <= 0), the key slice stands in for every
+    slice. Past the series' ends the stack already holds its last slice.
+
+    Args:
+      stack: `[2k + 1, H, W]` HU at steps `-k .. k` (`slice_stack`).
+      stored_interval_mm: scalar, the series' slice interval.
+      slice_interval_mm: the wanted interval (the NIH loaders: 2 mm).
+      num_slices: odd; `j` runs over `-(num_slices - 1) / 2 .. (num_slices - 1) / 2`.
+
+    Returns:
+      `[H, W, num_slices]` HU, head to feet.
+
+    Raises:
+      tf.errors.InvalidArgumentError: the stack holds too few slices per side for
+        this series' interval (the message says how many it needs).
+    """
+    half = (num_slices - 1) // 2
+    k = (tf.shape(stack)[0] - 1) // 2
+    stored = tf.cast(stored_interval_mm, tf.float32)
+    known = tf.logical_and(tf.math.is_finite(stored), stored > 0.0)
+    step = tf.where(known, float(slice_interval_mm) / tf.where(known, stored, 1.0), 0.0)
+    reach = tf.cast(tf.math.ceil(step * half), tf.int32)
+    check = tf.debugging.assert_less_equal(reach, k, message=(
+        f"slices {slice_interval_mm:g} mm apart need more stored slices on each side than "
+        "the dataset has: build it with a larger context_slices (needed, stored):"),
+        summarize=2)
+    with tf.control_dependencies([check]):
+        x = tf.range(-half, half + 1, dtype=tf.float32) * step  # [num_slices], in steps
+    low, high = tf.math.floor(x), tf.math.ceil(x)
+    weight = (x - low)[:, tf.newaxis, tf.newaxis]
+    below = tf.gather(stack, tf.cast(low, tf.int32) + k)
+    above = tf.gather(stack, tf.cast(high, tf.int32) + k)
+    return tf.transpose((1.0 - weight) * below + weight * above, [1, 2, 0])
 
 
 def measurement_boxes(measurement: tf.Tensor, image_height: tf.Tensor, image_width: tf.Tensor,
@@ -268,8 +325,8 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
                           windows: Sequence[Sequence[float]] = hu_windows.DETECTOR_WINDOWS,
                           class_table: Optional[Mapping[str, int]] = None,
                           deterministic: bool = False, shuffle_buffer: int = 256,
-                          seed: int = 0, pixel_spacing_mm: Optional[float] = None
-                          ) -> tf.data.Dataset:
+                          seed: int = 0, pixel_spacing_mm: Optional[float] = None,
+                          slice_interval_mm: Optional[float] = None) -> tf.data.Dataset:
     """Batches of network inputs and lesion boxes for the detector.
 
     Args:
@@ -293,6 +350,9 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
         `deterministic`: another seed, another order and other flips.
       pixel_spacing_mm: resample each slice to this spacing from its `spacing_mm`
         (step 2); None: fill `image_size`.
+      slice_interval_mm: the previous and next slice this far from the key slice,
+        interpolated from the stored ones (`interpolate_slices`; a dataset built with
+        `context_slices` reaches further); None: the stored neighbours as they are.
 
     Returns:
       One pass over `ds` (repeat it for more epochs), prefetched; each element
@@ -316,8 +376,10 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
         raise ValueError(f"batch_size ({batch_size}) and image_size ({image_size}) must be >= 1")
     table = None if class_table is None else _class_lookup(class_table)
     channels = 3 * len(windows)
-    if pixel_spacing_mm is not None and not pixel_spacing_mm > 0:
-        raise ValueError(f"pixel_spacing_mm must be > 0, got {pixel_spacing_mm}")
+    for name, value in (("pixel_spacing_mm", pixel_spacing_mm),
+                        ("slice_interval_mm", slice_interval_mm)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
     logging.info("Detector pipeline: training=%s, batch %d, %dx%d%s, %d channels (windows %s), "
                  "box padding %g px, %s, deterministic=%s", training, batch_size, image_size,
                  image_size, "" if pixel_spacing_mm is None else
@@ -326,7 +388,11 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
                  deterministic)
 
     def prepare(example: Dict[str, tf.Tensor], flip_seed: Optional[tf.Tensor]):
-        hu = tf.concat([hu_windows.hu_from_stored(example[k]) for k in SLICE_KEYS], axis=-1)
+        if slice_interval_mm is None:
+            hu = tf.concat([hu_windows.hu_from_stored(example[k]) for k in SLICE_KEYS], axis=-1)
+        else:
+            hu = interpolate_slices(slice_stack(example), example["slice_interval_mm"],
+                                    slice_interval_mm)
         original_size = tf.shape(hu)[:2]
         height, width = original_size[0], original_size[1]
         flip = (None if flip_seed is None

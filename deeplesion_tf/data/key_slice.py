@@ -9,7 +9,7 @@ features encode; nothing here imports TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -79,11 +79,22 @@ def lesion_features(
     return features, skipped
 
 
+def context_steps(slices_per_side: int) -> Tuple[int, ...]:
+    """The slice steps of the `context_slices` feature, head to feet: `-k .. -2, 2 .. k`.
+
+    Steps -1 and +1 are `previous_slice` and `next_slice`; with `slices_per_side`
+    1 (every built-in config) there is no `context_slices` feature at all.
+    """
+    k = int(slices_per_side)
+    return tuple(range(-k, -1)) + tuple(range(2, k + 1))
+
+
 def make_example(
     *,
     image: bytes,
     previous_slice: bytes,
     next_slice: bytes,
+    context_slices: Optional[Sequence[bytes]] = None,
     lesions: Dict[str, np.ndarray],
     patient_id: str,
     study_id: str,
@@ -93,8 +104,12 @@ def make_example(
     slice_interval_mm: float,
     window: Tuple[float, float],
 ) -> Dict[str, object]:
-    """Assembles the feature dict of one key slice (see the builder's `_info`)."""
-    return {
+    """Assembles the feature dict of one key slice (see the builder's `_info`).
+
+    `context_slices`: the slices at `context_steps(k)` for a config storing k > 1
+    slices on each side; None otherwise (and then no such feature).
+    """
+    example = {
         "image": image,
         "previous_slice": previous_slice,
         "next_slice": next_slice,
@@ -107,3 +122,6 @@ def make_example(
         "slice_interval_mm": np.float32(slice_interval_mm),
         "window": np.asarray(window, np.float32),
     }
+    if context_slices is not None:
+        example["context_slices"] = list(context_slices)
+    return example

@@ -409,9 +409,10 @@ def _neighbour(members: Sequence[Instance], position: int, step: int, interval: 
                ) -> Union[Instance, str]:
     """The slice `step` away from the key slice `members[position]`, or why there is none.
 
-    At the ends of a series the key slice is its own neighbour (returned as
-    such); where positions are known, a neighbour more than `_MAX_NEIGHBOUR_GAP`
-    intervals away, or one whose position is unknown, is refused.
+    Past the ends of a series the last slice stands in (the key slice itself for
+    steps of 1, returned as such), as the NIH loaders do; where positions are
+    known, a neighbour more than `|step| - 1 + _MAX_NEIGHBOUR_GAP` intervals away,
+    or one whose position is unknown, is refused.
     """
     key = members[position]
     neighbour = members[min(max(position + step, 0), len(members) - 1)]
@@ -423,9 +424,11 @@ def _neighbour(members: Sequence[Instance], position: int, step: int, interval: 
         if neighbour.position is None:
             return f"{neighbour.path}: position unknown (" + "; ".join(neighbour.ignored) + ")"
         gap = abs(neighbour.position - key.position)
-        if math.isfinite(interval) and gap > _MAX_NEIGHBOUR_GAP * interval:
+        allowed = abs(step) - 1 + _MAX_NEIGHBOUR_GAP
+        if math.isfinite(interval) and gap > allowed * interval:
             return (f"{neighbour.path} lies {gap:g} mm from the key slice, "
-                    f"{gap / interval:.1f} slice intervals: a slice in between is missing")
+                    f"{gap / interval:.1f} slice intervals for a step of {abs(step)}: a slice "
+                    "in between is missing")
     return neighbour
 
 
@@ -435,8 +438,12 @@ def process_series(
     salt: str,
     padding: float,
     compress_level: int = 1,
+    context_slices: int = 1,
 ) -> List[skips.Outcome]:
     """Builds the examples of one folder.
+
+    `context_slices`: slices stored on each side of the key slice (1: the previous
+    and next; more adds `key_slice.context_steps`).
 
     Returns:
       In a deterministic order: `(key, example)` pairs (see `key_slice.make_example`),
@@ -492,7 +499,9 @@ def process_series(
         position = [m.sop_instance_uid for m in members].index(located.sop_instance_uid)
         interval = _slice_interval(members, ct.slice_thickness_mm)
         images = {"image": encoded(ct, located.path)}
-        for name, step in (("previous_slice", -1), ("next_slice", 1)):
+        steps = [("previous_slice", -1), ("next_slice", 1)] + [
+            (f"context slice {step:+d}", step) for step in key_slice.context_steps(context_slices)]
+        for name, step in steps:
             neighbour = _neighbour(members, position, step, interval)
             try:
                 if isinstance(neighbour, str):
@@ -506,6 +515,10 @@ def process_series(
                 outcomes.append(skips.Repair(skips.NEIGHBOR_REPLACED_BY_KEY,
                                              f"{where}: {name}: {e}"))
                 images[name] = images["image"]
+        context = None
+        if context_slices > 1:
+            context = [images.pop(f"context slice {step:+d}")
+                       for step in key_slice.context_steps(context_slices)]
 
         patient = deid.pseudonym(salt, "patient", located.patient_id)
         study = deid.pseudonym(salt, "study", located.study_instance_uid)
@@ -515,7 +528,8 @@ def process_series(
             center, width_hu = ct.windows[0]
             window = (center - width_hu / 2.0, center + width_hu / 2.0)
         example = key_slice.make_example(
-            **images, lesions=lesions, patient_id=patient, study_id=study, series_id=series,
+            **images, context_slices=context, lesions=lesions, patient_id=patient,
+            study_id=study, series_id=series,
             slice_index=position, spacing_mm=ct.pixel_spacing_mm,
             slice_interval_mm=interval, window=window)
         outcomes.append((f"{patient}_{study}_{series}_{position:05d}", example))

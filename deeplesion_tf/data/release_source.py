@@ -231,9 +231,13 @@ def _read_png(path: epath.Path) -> _Png:
     return _Png(data, header)
 
 
-def process_key_slice(images_dir: epath.PathLike, task: KeySliceTask, padding: float
-                      ) -> List[skips.Outcome]:
+def process_key_slice(images_dir: epath.PathLike, task: KeySliceTask, padding: float,
+                      context_slices: int = 1) -> List[skips.Outcome]:
     """Builds the example of one key slice (PNG bytes passed through, checked first).
+
+    `context_slices`: slices stored on each side (1: previous and next; more adds
+    `key_slice.context_steps`, each clamped to the series' `Slice_range` as the NIH
+    loader's `get_slice_name` does).
 
     Returns:
       The `(key, example)` pair, or a `Skip` of all the task's rows naming the key
@@ -260,7 +264,9 @@ def process_key_slice(images_dir: epath.PathLike, task: KeySliceTask, padding: f
         return outcomes
     images = {"image": data}
     low, high = first.slice_range
-    for name, step in (("previous_slice", -1), ("next_slice", 1)):
+    steps = [("previous_slice", -1), ("next_slice", 1)] + [
+        (f"context slice {step:+d}", step) for step in key_slice.context_steps(context_slices)]
+    for name, step in steps:
         number = min(max(first.key_slice + step, low), high)
         if number == first.key_slice:  # The series' edge: the key slice stands in, as planned.
             images[name] = data
@@ -277,8 +283,12 @@ def process_key_slice(images_dir: epath.PathLike, task: KeySliceTask, padding: f
             images[name] = data
         else:
             images[name] = neighbour.data
+    context = None
+    if context_slices > 1:
+        context = [images.pop(f"context slice {step:+d}")
+                   for step in key_slice.context_steps(context_slices)]
     example = key_slice.make_example(
-        **images, lesions=lesions,
+        **images, context_slices=context, lesions=lesions,
         patient_id=f"{first.patient:06d}",
         study_id=f"{first.patient:06d}_{first.study:02d}",
         series_id=release_format.series_folder(first.patient, first.study, first.series),

@@ -105,6 +105,9 @@ class InputConfig:
     # Resample every slice to this many mm per pixel within `image_size` (3DCE: 0.8);
     # None: the longest side fills `image_size` (the paper's).
     pixel_spacing_mm: Optional[float] = None
+    # The previous and next slice this many mm from the key slice, interpolated from
+    # the stored ones (the NIH loaders: 2); None: the stored neighbours.
+    slice_interval_mm: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +223,7 @@ FLAT_NAMES: Dict[str, Tuple[str, str]] = {
     "windows": ("inputs", "windows"),
     "box_padding_px": ("inputs", "box_padding_px"),
     "pixel_spacing_mm": ("inputs", "pixel_spacing_mm"),
+    "slice_interval_mm": ("inputs", "slice_interval_mm"),
     **{f.name: ("training", f.name) for f in dataclasses.fields(TrainingConfig)},
 }
 

@@ -76,7 +76,8 @@ class Predictions(NamedTuple):
 def predict_split(predict: Predictor, ds: tf.data.Dataset,
                   truths: Sequence[records.ImageTruth], *, image_size: int,
                   windows: Sequence[Sequence[float]], batch_size: int,
-                  pixel_spacing_mm: Optional[float] = None) -> Predictions:
+                  pixel_spacing_mm: Optional[float] = None,
+                  slice_interval_mm: Optional[float] = None) -> Predictions:
     """Runs `predict` over `ds` (from `tfds_deeplesion.splits.load_split`) in its stored order.
 
     Boxes go back to original pixels (`detector_pipeline.boxes_to_original`)
@@ -87,7 +88,8 @@ def predict_split(predict: Predictor, ds: tf.data.Dataset,
     """
     batches = detector_pipeline.make_detector_dataset(
         ds, training=False, batch_size=batch_size, image_size=image_size, windows=windows,
-        deterministic=True, pixel_spacing_mm=pixel_spacing_mm)
+        deterministic=True, pixel_spacing_mm=pixel_spacing_mm,
+        slice_interval_mm=slice_interval_mm)
     detections: List[records.ImageDetections] = []
     timings = []
     for batch in tqdm(batches, desc="Detecting", unit=" batches"):

@@ -29,6 +29,7 @@ from etils import epath
 
 from deeplesion_tf.data import bookmarks
 from deeplesion_tf.data import deid
+from deeplesion_tf.data import key_slice
 from deeplesion_tf.data import pacs_source
 from deeplesion_tf.data import release_source
 from deeplesion_tf.data import skips
@@ -79,6 +80,11 @@ class DeepLesionConfig(tfds.core.BuilderConfig):
       synthetic_image_size: rows and columns of its slices.
       png_compress_level: zlib level of the PNGs encoded from DICOM.
       num_workers: processes for a plain (non-Beam) build; 0 means all cores.
+      context_slices: slices stored on each side of the key slice. 1 (every
+        built-in config): `previous_slice` and `next_slice`. k > 1 adds the feature
+        `context_slices`, the slices at steps `-k .. -2, 2 .. k`
+        (`key_slice.context_steps`), for a fixed slice interval in mm and 3DCE's
+        multi-slice context (the NIH loaders reach up to about 30 mm).
     """
 
     source: str = "synthetic"
@@ -88,6 +94,7 @@ class DeepLesionConfig(tfds.core.BuilderConfig):
     synthetic_image_size: int = 512
     png_compress_level: int = 1
     num_workers: int = 0
+    context_slices: int = 1
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -158,6 +165,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "next_slice": tfds.features.Image(
                     shape=(None, None, 1), dtype=np.uint16, encoding_format="png",
                     doc="Key slice + 1 (the key slice itself at the series edge). " + slice_doc),
+                **self._context_features(slice_doc),
                 "lesions": tfds.features.Sequence({
                     "bbox": tfds.features.BBoxFeature(
                         doc="[ymin, xmin, ymax, xmax] / [H, W, H, W]: the measurement's extent "
@@ -199,6 +207,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             citation=_CITATION,
             metadata=tfds.core.MetadataDict(),
         )
+
+    def _context_features(self, slice_doc: str) -> dict:
+        k = self.builder_config.context_slices
+        if k < 1:
+            raise ValueError(f"context_slices must be >= 1, got {k}")
+        if k == 1:
+            return {}
+        return {"context_slices": tfds.features.Sequence(
+            tfds.features.Image(shape=(None, None, 1), dtype=np.uint16, encoding_format="png"),
+            doc=f"The slices at steps {key_slice.context_steps(k)} from the key slice, head "
+                "to feet (the series' last slice past its ends). " + slice_doc)}
 
     # --- Building -------------------------------------------------------------------
 
@@ -282,7 +301,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         work = functools.partial(
             pacs_source.process_series, os.fspath(root), salt=salt,
             padding=self.builder_config.box_padding_px,
-            compress_level=self.builder_config.png_compress_level)
+            compress_level=self.builder_config.png_compress_level,
+            context_slices=self.builder_config.context_slices)
         return self._split_dict(by_split, work)
 
     def _release_splits(self, root: epath.Path):
@@ -292,7 +312,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         for task in release_source.plan_tasks(rows):
             by_split[task.split].append(task)
         work = functools.partial(release_source.process_key_slice, os.fspath(root / "Images_png"),
-                                 padding=self.builder_config.box_padding_px)
+                                 padding=self.builder_config.box_padding_px,
+                                 context_slices=self.builder_config.context_slices)
         return self._split_dict(by_split, work)
 
     def _split_dict(self, by_split: Dict[str, list], work: Callable):
