@@ -13,6 +13,9 @@ PRESETS = {
     "paper_multi_class.flags": "train_detector",
     "categorize_quickstart.flags": "categorize_lesions",
     "synthetic_pacs.flags": "make_synthetic_pacs",
+    "3dce_faster_rcnn_3slice.flags": "train_detector",
+    "3dce_27slice.flags": "train_detector",
+    "3dce_quickstart.flags": "train_detector",
 }
 # Loads the binary's flag definitions without running it, parses the preset,
 # and prints the values that the preset sets.
@@ -63,3 +66,27 @@ def test_other_presets_parse():
     for preset in ("categorize_quickstart.flags", "synthetic_pacs.flags"):
         binary = PRESETS[preset]
         assert _parse(binary, preset, *REQUIRED[binary])
+
+
+@pytest.mark.parametrize("preset, images", [("3dce_faster_rcnn_3slice.flags", "1"),
+                                            ("3dce_27slice.flags", "9")])
+def test_nih_presets_are_the_3dce_code_s_settings(preset, images):
+    # CADLab lesion_detector_3DCE config.yml / rcnn/config.py.
+    values = _parse("train_detector", preset, *REQUIRED["train_detector"])
+    expected = {"dataset": "deeplesion/release_3dce", "pixel_spacing_mm": "0.8",
+                "slice_interval_mm": "2.0", "num_context_images": images, "image_size": "512",
+                "window": "['-1024', '3071']", "box_padding_px": "5.0",
+                "anchor_sizes": "['16', '24', '32', '48', '96']",
+                "anchor_ratios": "['0.5', '1', '2']", "rpn_num_samples": "32",
+                "rois_per_image": "32", "foreground_fraction": "0.25", "batch_size": "2",
+                "learning_rate": "0.001", "weight_decay": "0.0005", "fc_units": "2048",
+                "test_post_nms_top_k": "300", "weights": "imagenet"}
+    assert {k: values[k] for k in expected} == expected
+
+
+def test_the_cpu_3dce_preset_is_the_quickstart_with_context_images():
+    quick = _parse("train_detector", "quickstart.flags", *REQUIRED["train_detector"])
+    cpu = _parse("train_detector", "3dce_quickstart.flags", *REQUIRED["train_detector"])
+    assert cpu.pop("num_context_images") == "3" and cpu.pop("dataset") == "deeplesion/synthetic_3dce"
+    quick.pop("dataset")
+    assert cpu == quick

@@ -401,6 +401,7 @@ def test_hostile_inputs_fail_alone_naming_file_and_attribute(detector, hostile, 
 def test_a_slice_below_the_minimum_never_reaches_the_model(detector, tmp_path):
     class Refusing:
         path = detector.path
+        num_slices = 3
 
         def __call__(self, hu, spacing=None):
             raise AssertionError(f"the model was called on {hu.shape}")
@@ -408,7 +409,7 @@ def test_a_slice_below_the_minimum_never_reaches_the_model(detector, tmp_path):
     item = detect.SliceInput("tiny", "/in/tiny.dcm", np.zeros([1, 40, 3], np.float32), None,
                              ("tiny", "tiny"), [])
     original = detect.gather_inputs
-    detect.gather_inputs = lambda paths, spacing, salt: iter([item])
+    detect.gather_inputs = lambda paths, spacing, salt, num_slices: iter([item])
     try:
         summary = detect.run(Refusing(), ["/in/tiny.dcm"], str(tmp_path))
     finally:

@@ -5,7 +5,6 @@ import collections
 import pathlib
 
 import numpy as np
-import pydicom
 import pytest
 import tensorflow as tf
 

@@ -72,7 +72,7 @@ def slice_stack(example: Dict[str, tf.Tensor]) -> tf.Tensor:
 
 
 def interpolate_slices(stack: tf.Tensor, stored_interval_mm: tf.Tensor,
-                       slice_interval_mm: float, num_slices: int = 3) -> tf.Tensor:
+                       slice_interval_mm: Optional[float], num_slices: int = 3) -> tf.Tensor:
     """`num_slices` slices `slice_interval_mm` apart around the key, from `stack`.
 
     The NIH loaders' rule (CADLab `lesion_detector_3DCE/rcnn/fio/load_ct_img.py`,
@@ -85,7 +85,8 @@ def interpolate_slices(stack: tf.Tensor, stored_interval_mm: tf.Tensor,
     Args:
       stack: `[2k + 1, H, W]` HU at steps `-k .. k` (`slice_stack`).
       stored_interval_mm: scalar, the series' slice interval.
-      slice_interval_mm: the wanted interval (the NIH loaders: 2 mm).
+      slice_interval_mm: the wanted interval (the NIH loaders: 2 mm); None: one
+        stored slice apart (the stored slices themselves).
       num_slices: odd; `j` runs over `-(num_slices - 1) / 2 .. (num_slices - 1) / 2`.
 
     Returns:
@@ -99,12 +100,15 @@ def interpolate_slices(stack: tf.Tensor, stored_interval_mm: tf.Tensor,
     k = (tf.shape(stack)[0] - 1) // 2
     stored = tf.cast(stored_interval_mm, tf.float32)
     known = tf.logical_and(tf.math.is_finite(stored), stored > 0.0)
-    step = tf.where(known, float(slice_interval_mm) / tf.where(known, stored, 1.0), 0.0)
+    if slice_interval_mm is None:
+        step = tf.constant(1.0)
+    else:
+        step = tf.where(known, float(slice_interval_mm) / tf.where(known, stored, 1.0), 0.0)
     reach = tf.cast(tf.math.ceil(step * half), tf.int32)
+    apart = "one stored slice" if slice_interval_mm is None else f"{slice_interval_mm:g} mm"
     check = tf.debugging.assert_less_equal(reach, k, message=(
-        f"slices {slice_interval_mm:g} mm apart need more stored slices on each side than "
-        "the dataset has: build it with a larger context_slices (needed, stored):"),
-        summarize=2)
+        f"{num_slices} slices {apart} apart need more stored slices on each side than the "
+        "dataset has: build it with a larger context_slices (needed, stored):"), summarize=2)
     with tf.control_dependencies([check]):
         x = tf.range(-half, half + 1, dtype=tf.float32) * step  # [num_slices], in steps
     low, high = tf.math.floor(x), tf.math.ceil(x)
@@ -273,7 +277,7 @@ def network_input(hu: tf.Tensor, image_size: int, windows: Sequence[Sequence[flo
 
     Args:
       hu: `[H, W, 3]` (previous, key, next slice) or a batch `[B, H, W, 3]` of
-        slices of one size, float32 HU.
+        slices of one size, float32 HU; `3M` slices for M 3-slice images (3DCE).
       image_size: `S`.
       windows: validated `[low, high]` HU windows; `C = 3 * len(windows)`.
       flip: optional scalar bool tensor: mirror the resized content (before the
@@ -293,7 +297,7 @@ def network_input(hu: tf.Tensor, image_size: int, windows: Sequence[Sequence[flo
     if pixel_spacing_mm is not None and not unbatched:
         _require_spacing(pixel_spacing_mm, spacing)
         # One factor per slice: the slices of a batch are resampled one by one.
-        channels = 3 * len(windows)
+        channels = hu.shape[-1] * len(windows)
         return tf.map_fn(
             lambda args: network_input(args[0], image_size, windows, flip,
                                        pixel_spacing_mm=pixel_spacing_mm, spacing=args[1]),
@@ -312,7 +316,7 @@ def network_input(hu: tf.Tensor, image_size: int, windows: Sequence[Sequence[flo
     channels_last = tf.reshape(tf.transpose(batch, [1, 2, 0, 3]), tf.stack([height, width, -1]))
     resized = resize_with_scale(channels_last, scale, resized_size, image_size)
     resized = tf.transpose(tf.reshape(resized, tf.stack(
-        [resized_size[0], resized_size[1], shape[0], 3])), [2, 0, 1, 3])
+        [resized_size[0], resized_size[1], shape[0], hu.shape[-1]])), [2, 0, 1, 3])
     image = hu_windows.apply_windows(resized, windows)
     if flip is not None:
         image = tf.cond(flip, lambda: tf.reverse(image, axis=[2]), lambda: image)
@@ -326,7 +330,8 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
                           class_table: Optional[Mapping[str, int]] = None,
                           deterministic: bool = False, shuffle_buffer: int = 256,
                           seed: int = 0, pixel_spacing_mm: Optional[float] = None,
-                          slice_interval_mm: Optional[float] = None) -> tf.data.Dataset:
+                          slice_interval_mm: Optional[float] = None,
+                          num_context_images: int = 1) -> tf.data.Dataset:
     """Batches of network inputs and lesion boxes for the detector.
 
     Args:
@@ -353,6 +358,9 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
       slice_interval_mm: the previous and next slice this far from the key slice,
         interpolated from the stored ones (`interpolate_slices`; a dataset built with
         `context_slices` reaches further); None: the stored neighbours as they are.
+      num_context_images: 3DCE's M: `3M` slices around the key slice (`slice_interval_mm`
+        apart, or one stored slice apart), image m in channels `3m .. 3m + 2`; M > 1
+        takes one window (`C = 3M`).
 
     Returns:
       One pass over `ds` (repeat it for more epochs), prefetched; each element
@@ -375,7 +383,12 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
     if batch_size < 1 or image_size < 1:
         raise ValueError(f"batch_size ({batch_size}) and image_size ({image_size}) must be >= 1")
     table = None if class_table is None else _class_lookup(class_table)
-    channels = 3 * len(windows)
+    if num_context_images < 1 or num_context_images % 2 == 0:
+        raise ValueError(f"num_context_images must be odd and >= 1, got {num_context_images}")
+    if num_context_images > 1 and len(windows) != 1:
+        raise ValueError("3DCE's context images take one window (as the NIH code), got "
+                         f"{len(windows)}")
+    channels = 3 * num_context_images * len(windows)
     for name, value in (("pixel_spacing_mm", pixel_spacing_mm),
                         ("slice_interval_mm", slice_interval_mm)):
         if value is not None and not value > 0:
@@ -388,11 +401,11 @@ def make_detector_dataset(ds: tf.data.Dataset, *, training: bool, batch_size: in
                  deterministic)
 
     def prepare(example: Dict[str, tf.Tensor], flip_seed: Optional[tf.Tensor]):
-        if slice_interval_mm is None:
+        if slice_interval_mm is None and num_context_images == 1:
             hu = tf.concat([hu_windows.hu_from_stored(example[k]) for k in SLICE_KEYS], axis=-1)
         else:
             hu = interpolate_slices(slice_stack(example), example["slice_interval_mm"],
-                                    slice_interval_mm)
+                                    slice_interval_mm, 3 * num_context_images)
         original_size = tf.shape(hu)[:2]
         height, width = original_size[0], original_size[1]
         flip = (None if flip_seed is None

@@ -28,6 +28,9 @@ class BackboneConfig:
     width_multiplier: float = 1.0
     frozen_blocks: int = 0
     norm: str = "none"  # "none" (the paper) or "group".
+    # 3DCE's M: 3-slice images through the trunk, their features fused (`context_fusion`);
+    # 1 is the paper's single 3-slice image.
+    num_context_images: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +222,7 @@ FLAT_NAMES: Dict[str, Tuple[str, str]] = {
     "detection_nms_iou": ("detections", "nms_iou"),
     "max_detections": ("detections", "max_detections"),
     "detection_score": ("detections", "score"),
+    "num_context_images": ("backbone", "num_context_images"),
     "image_size": ("inputs", "image_size"),
     "windows": ("inputs", "windows"),
     "box_padding_px": ("inputs", "box_padding_px"),

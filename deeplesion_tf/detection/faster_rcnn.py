@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from deeplesion_tf.detection import backbone as backbone_lib
+from deeplesion_tf.detection import context_fusion as context_fusion_lib
 from deeplesion_tf.detection import box_head as box_head_lib
 from deeplesion_tf.detection import config as config_lib
 from deeplesion_tf.detection import detection_generator as detection_generator_lib
@@ -57,12 +58,16 @@ class FasterRCNN(keras.Model):
       roi_pooler: `RoIPooler` with the backbone's stride.
       box_head: `BoxHead` (with its loss's category weight).
       detection_generator: `DetectionGenerator`.
+      context_fusion: None (3-slice images), or a `ContextFusion` of M images (3DCE):
+        the images are then `[B, H, W, 3M]`, the RPN runs on the central image's
+        features and RoI pooling on the fused map (`context_fusion`).
     """
 
     def __init__(self, backbone, rpn_head, rpn_targets, proposal_generator, roi_sampler,
-                 roi_pooler, box_head, detection_generator, **kwargs):
+                 roi_pooler, box_head, detection_generator, context_fusion=None, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
+        self.context_fusion = context_fusion
         self.rpn_head = rpn_head
         self.rpn_targets = rpn_targets
         self.proposal_generator = proposal_generator
@@ -81,20 +86,34 @@ class FasterRCNN(keras.Model):
         self.call(tf.zeros([1] + shape[1:]))
         self.built = True
 
+    @property
+    def num_context_images(self) -> int:
+        return 1 if self.context_fusion is None else self.context_fusion.num_images
+
+    def _features(self, images, training):
+        """`(features for the RPN, features for RoI pooling)`, both `[B, h, w, C]`."""
+        if self.context_fusion is None:
+            features = self.backbone(images, training=training)
+            return features, features
+        maps = self.context_fusion(self.backbone(context_fusion_lib.split_context_images(
+            images, self.context_fusion.num_images), training=training))
+        return maps["central"], maps["fused"]
+
     def call(self, images, training=False) -> Dict[str, tf.Tensor]:
-        """Detections of `images` `[B, H, W, 3]` (windowed slices in [0, 1]).
+        """Detections of `images` `[B, H, W, 3]` (windowed slices in [0, 1]; `3M` with
+        a context fusion).
 
         Returns:
           dict of `nms.Detections`: `boxes` `[B, D, 4]`, `scores` `[B, D]`,
           `classes` `[B, D]` (1..K, 0 on padding), `num_detections` `[B]`.
         """
         image_size = (tf.shape(images)[1], tf.shape(images)[2])
-        features = self.backbone(images, training=training)
+        features, pooled = self._features(images, training)
         rpn = self.rpn_head(features)
         proposals = self.proposal_generator(rpn["objectness"], rpn["deltas"],
                                             self.rpn_targets.anchors(features),
                                             image_size=image_size, training=False)
-        head = self.box_head(self.roi_pooler(features, proposals.boxes), training=training)
+        head = self.box_head(self.roi_pooler(pooled, proposals.boxes), training=training)
         detections = self.detection_generator(head["class_logits"], head["deltas"],
                                               proposals.boxes, proposals.valid,
                                               image_size=image_size)
@@ -123,7 +142,7 @@ class FasterRCNN(keras.Model):
             rpn_seed, roi_seed = seed, seed + tf.constant([0, 1], seed.dtype)
         image_size = (tf.shape(images)[1], tf.shape(images)[2])
         gt_valid = tf.sequence_mask(num_lesions, tf.shape(gt_boxes)[1])
-        features = self.backbone(images, training=training)
+        features, pooled = self._features(images, training)
         rpn = self.rpn_head(features)
         anchors = self.rpn_targets.anchors(features)
         result = self.rpn_targets.losses(rpn["objectness"], rpn["deltas"], anchors, gt_boxes,
@@ -134,7 +153,7 @@ class FasterRCNN(keras.Model):
             image_size=image_size, training=True)
         rois = self.roi_sampler(proposals.boxes, proposals.valid, gt_boxes, gt_classes,
                                 gt_valid, seed=roi_seed)
-        head = self.box_head(self.roi_pooler(features, rois.boxes), training=training)
+        head = self.box_head(self.roi_pooler(pooled, rois.boxes), training=training)
         result.update(losses.rcnn_losses(head["class_logits"], head["deltas"], rois.classes,
                                          rois.box_targets, rois.valid,
                                          category_weight=self.box_head.category_loss_weight))
@@ -147,13 +166,16 @@ class FasterRCNN(keras.Model):
         config = super().get_config()
         for name in _STAGES:
             config[name] = keras.saving.serialize_keras_object(getattr(self, name))
+        if self.context_fusion is not None:
+            config["context_fusion"] = keras.saving.serialize_keras_object(self.context_fusion)
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for name in _STAGES:
-            config[name] = keras.saving.deserialize_keras_object(config[name])
+        for name in _STAGES + ("context_fusion",):
+            if name in config:
+                config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)
 
 
@@ -221,10 +243,13 @@ def build_faster_rcnn(config: config_lib.DetectorConfig, *,
             score_threshold=detections.score_threshold, nms_iou_threshold=detections.nms_iou,
             max_detections=detections.max_detections, score=detections.score,
             name="detection_generator", dtype=_BOX_DTYPE),
+        context_fusion=None if backbone_config.num_context_images == 1 else
+        context_fusion_lib.ContextFusion(num_images=backbone_config.num_context_images,
+                                         channels=channels, name="context_fusion"),
         name=name)
     # One pass on zeros creates the variables (`FasterRCNN.build`).
     size = config.inputs.image_size
-    model.build((1, size, size, 3))
+    model.build((1, size, size, 3 * backbone_config.num_context_images))
     if fc_from_vgg16:
         try:
             fc = vgg16.fc_weights(weights)

@@ -77,7 +77,8 @@ def predict_split(predict: Predictor, ds: tf.data.Dataset,
                   truths: Sequence[records.ImageTruth], *, image_size: int,
                   windows: Sequence[Sequence[float]], batch_size: int,
                   pixel_spacing_mm: Optional[float] = None,
-                  slice_interval_mm: Optional[float] = None) -> Predictions:
+                  slice_interval_mm: Optional[float] = None,
+                  num_context_images: int = 1) -> Predictions:
     """Runs `predict` over `ds` (from `tfds_deeplesion.splits.load_split`) in its stored order.
 
     Boxes go back to original pixels (`detector_pipeline.boxes_to_original`)
@@ -89,7 +90,7 @@ def predict_split(predict: Predictor, ds: tf.data.Dataset,
     batches = detector_pipeline.make_detector_dataset(
         ds, training=False, batch_size=batch_size, image_size=image_size, windows=windows,
         deterministic=True, pixel_spacing_mm=pixel_spacing_mm,
-        slice_interval_mm=slice_interval_mm)
+        slice_interval_mm=slice_interval_mm, num_context_images=num_context_images)
     detections: List[records.ImageDetections] = []
     timings = []
     for batch in tqdm(batches, desc="Detecting", unit=" batches"):

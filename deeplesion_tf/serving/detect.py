@@ -75,6 +75,9 @@ class Detector:
         self._loaded = tf.saved_model.load(self.path)
         self._plain = self._loaded.signatures[detector_module.SERVING_DEFAULT]
         self._with_spacing = self._loaded.signatures[detector_module.HU_WITH_SPACING]
+        # Slices per key slice: 3, or 3M for a 3DCE export (older exports lack the variable).
+        slices = getattr(self._loaded, "input_slices", None)
+        self.num_slices = 3 if slices is None else int(slices.numpy())
 
     def __call__(self, hu: np.ndarray, spacing: Optional[np.ndarray] = None
                  ) -> Dict[str, np.ndarray]:
@@ -159,7 +162,7 @@ def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size
     os.makedirs(output_dir, exist_ok=True)
     if sr_dir is not None:
         os.makedirs(sr_dir, exist_ok=True)
-    for item in gather_inputs(paths, png_spacing, salt):
+    for item in gather_inputs(paths, png_spacing, salt, num_slices=detector.num_slices):
         if isinstance(item, Failure):
             logging.error("%s: %s", item.source, item.reason)
             summary.failures.append(item)

@@ -13,6 +13,8 @@ Shape shorthand:
   D: detections per image (`max_detections` of the model; padded rows last).
 
 Signatures (all outputs are batch-major; see `SIGNATURES`):
+  (A 3DCE model, M context images, takes `3M` slices head to feet wherever 3 appear
+  below: `[B, H, W, 3M]` HU, `[B, 3M]` PNGs.)
   `serving_default`: `images` float32 `[B, H, W, 3]` HU of the previous, key
     and next slice (the key slice's neighbours give context; repeat the key
     slice where there is none).
@@ -57,11 +59,12 @@ scale `S / max(H, W)` (as in training); requests of several sizes go in
 separate calls. A model trained with `--pixel_spacing_mm` resamples each slice
 to that spacing from its `pixel_spacing` instead (each slice of a request by
 its own factor, `detector_pipeline.input_scale`); its signatures without
-`pixel_spacing` refuse every request, saying so. Bad input (wrong rank or channel count, an empty batch,
-slices with a side below `checks.MIN_SLICE_SIDE_PX`, non-finite HU, PNGs that
-are not 16-bit grayscale, differ in size or whose data does not decode, a
-non-positive spacing) fails with `InvalidArgumentError` naming the input
-(`images`, `png_slices` or `pixel_spacing`); a PNG's data is decoded under the
+`pixel_spacing` refuse every request, saying so.
+Bad input (wrong rank or channel count, an empty batch, slices with a side
+below `checks.MIN_SLICE_SIDE_PX`, non-finite HU, PNGs that are not 16-bit
+grayscale, differ in size or whose data does not decode, a non-positive spacing)
+fails with `InvalidArgumentError` naming the input (`images`, `png_slices` or
+`pixel_spacing`); a PNG's data is decoded under the
 name scope `png_slices_decode`, so that TensorFlow's own "Invalid PNG data"
 names the node, and with it the input.
 The inputs' shapes are left unknown in the signatures so that these checks,
@@ -209,6 +212,12 @@ def compact_detections(keep: tf.Tensor, rows: Dict[str, tf.Tensor]):
     return compacted, num
 
 
+def _slices_words(n: int) -> str:
+    if n == 3:
+        return "previous, key and next slice"
+    return f"{n} slices head to feet, the key slice in the middle: {n // 3} 3-slice images"
+
+
 def _guard(ok: tf.Tensor, message: list, passed, placeholder_shape, dtype) -> tf.Tensor:
     """`passed()` where `ok` holds, else fails with `InvalidArgumentError: message`.
 
@@ -255,8 +264,15 @@ class DetectorModule(tf.Module):
         self.box_padding_px = float(box_padding_px)
         self.drop_empty_boxes = bool(drop_empty_boxes)
         self.pixel_spacing_mm = None if pixel_spacing_mm is None else float(pixel_spacing_mm)
-        # The key slice under each window: channel 3 k + 1 (`apply_windows` is window-major).
-        self._key_channels = [3 * k + 1 for k in range(len(self.windows))]
+        # 3 slices per image; 3DCE's M images take 3M (`context_fusion`).
+        self.num_slices = 3 * getattr(model, "num_context_images", 1)
+        # Saved with the export, so that bin/detect knows how many slices to give.
+        self.input_slices = tf.Variable(self.num_slices, trainable=False, dtype=tf.int32,
+                                        name="input_slices")
+        # The key slice under each window: channel n k + n // 2 (`apply_windows` is
+        # window-major; n slices, the key in the middle).
+        self._key_channels = [self.num_slices * k + self.num_slices // 2
+                              for k in range(len(self.windows))]
         self.class_names = tuple(str(n) for n in class_names)
         # Index 0 is the padding class.
         self._names_with_padding = tf.constant(("",) + self.class_names, tf.string)
@@ -264,24 +280,25 @@ class DetectorModule(tf.Module):
     # -- The graph, shared by the signatures -------------------------------------------------
 
     def _check_hu(self, images: tf.Tensor) -> tf.Tensor:
+        n = self.num_slices
         shape = tf.shape(images)
         # The shape padded with zeros, so that entry 3 exists at any rank.
         padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)
-        channels_ok = tf.logical_and(tf.equal(tf.rank(images), 4), tf.equal(padded[3], 3))
+        channels_ok = tf.logical_and(tf.equal(tf.rank(images), 4), tf.equal(padded[3], n))
         images = _guard(channels_ok, [
-            f"{IMAGES} must be float32 HU of shape [batch, height, width, 3] (previous, key and "
-            "next slice); got shape", shape],
-            lambda: tf.ensure_shape(images, [None, None, None, 3]), [0, 0, 0, 3], tf.float32)
+            f"{IMAGES} must be float32 HU of shape [batch, height, width, {n}] ({_slices_words(n)}"
+            "); got shape", shape],
+            lambda: tf.ensure_shape(images, [None, None, None, n]), [0, 0, 0, n], tf.float32)
         shape = tf.shape(images)
         images = _guard(shape[0] > 0, [f"{IMAGES}: empty batch; got shape", shape],
-                        lambda: images, [0, 0, 0, 3], tf.float32)
+                        lambda: images, [0, 0, 0, n], tf.float32)
         images = _guard(tf.logical_and(shape[1] >= _MIN_SIDE, shape[2] >= _MIN_SIDE),
                         [f"{IMAGES}: slices must be at least {_MIN_SIDE} px per side "
                          "(height and width); got shape", shape],
-                        lambda: images, [0, 0, 0, 3], tf.float32)
+                        lambda: images, [0, 0, 0, n], tf.float32)
         return _guard(tf.reduce_all(tf.math.is_finite(images)),
                       [f"{IMAGES}: HU must be finite (found NaN or Inf)"],
-                      lambda: images, [0, 0, 0, 3], tf.float32)
+                      lambda: images, [0, 0, 0, n], tf.float32)
 
     def _check_spacing(self, spacing: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
         shape = tf.shape(spacing)
@@ -298,16 +315,18 @@ class DetectorModule(tf.Module):
                       lambda: spacing, [0, 2], tf.float32)
 
     def _decode_pngs(self, png_slices: tf.Tensor) -> tf.Tensor:
-        """`[B, 3]` PNG bytes -> `[B, H, W, 3]` float32 HU, checking each header first."""
+        """`[B, n]` PNG bytes -> `[B, H, W, n]` float32 HU (n = 3, or 3M for 3DCE),
+        checking each header first."""
+        n = self.num_slices
         shape = tf.shape(png_slices)
         padded = tf.concat([shape, tf.zeros([2], tf.int32)], axis=0)
-        three = tf.logical_and(tf.equal(tf.rank(png_slices), 2), tf.equal(padded[1], 3))
+        three = tf.logical_and(tf.equal(tf.rank(png_slices), 2), tf.equal(padded[1], n))
         png_slices = _guard(three, [
-            f"{PNG_SLICES} must be a string tensor [batch, 3] of 16-bit PNGs (previous, key and "
-            "next slice); got shape", shape],
-            lambda: tf.ensure_shape(png_slices, [None, 3]), [0, 3], tf.string)
+            f"{PNG_SLICES} must be a string tensor [batch, {n}] of 16-bit PNGs "
+            f"({_slices_words(n)}); got shape", shape],
+            lambda: tf.ensure_shape(png_slices, [None, n]), [0, n], tf.string)
         png_slices = _guard(tf.shape(png_slices)[0] > 0, [f"{PNG_SLICES}: empty batch"],
-                            lambda: png_slices, [0, 3], tf.string)
+                            lambda: png_slices, [0, n], tf.string)
         flat = tf.reshape(png_slices, [-1])
         header = tf.cast(tf.io.decode_raw(tf.strings.substr(flat, 0, _PNG_HEADER_BYTES),
                                           tf.uint8, fixed_length=_PNG_HEADER_BYTES), tf.int32)
@@ -320,7 +339,8 @@ class DetectorModule(tf.Module):
         width = tf.reduce_sum(header[:, 16:20] * big_endian, axis=1)
         height = tf.reduce_sum(header[:, 20:24] * big_endian, axis=1)
         flat = _guard(tf.reduce_all(is_png), [
-            f"{PNG_SLICES}: not PNG data at flat indices (batch * 3 + slice)",
+            f"{PNG_SLICES}: not PNG data at flat indices (batch * "
+            f"{n} + slice)",
             tf.where(tf.logical_not(is_png))[:, 0]], lambda: flat, [0], tf.string)
         flat = _guard(tf.reduce_all(is_16_bit_gray), [
             f"{PNG_SLICES}: PNGs must be 16-bit grayscale of HU + 32768; bit depth and colour "
@@ -340,23 +360,23 @@ class DetectorModule(tf.Module):
         def decode():
             stored = tf.map_fn(decode_one, flat,
                                fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint16))
-            hu = hu_windows.hu_from_stored(stored)  # [B * 3, H, W, 1]
-            hu = tf.reshape(hu, tf.stack([-1, 3, height[0], width[0]]))
+            hu = hu_windows.hu_from_stored(stored)  # [B * n, H, W, 1]
+            hu = tf.reshape(hu, tf.stack([-1, n, height[0], width[0]]))
             return tf.transpose(hu, [0, 2, 3, 1])
 
         return _guard(one_size, [
             f"{PNG_SLICES}: all PNGs of a request must have one size; heights, widths:",
-            height, width], decode, [0, 0, 0, 3], tf.float32)
+            height, width], decode, [0, 0, 0, n], tf.float32)
 
     def _network_input(self, hu: tf.Tensor, spacing=None):
         """`[B, H, W, 3]` HU (and `[B, 2]` spacing) -> (`[B, S, S, C]` network input,
         `[B]` scale), as in training."""
-        hu = tf.ensure_shape(hu, [None, None, None, 3])
+        hu = tf.ensure_shape(hu, [None, None, None, self.num_slices])
         image, scale, _ = detector_pipeline.network_input(
             hu, self.image_size, self.windows, pixel_spacing_mm=self.pixel_spacing_mm,
             spacing=spacing if self.pixel_spacing_mm is not None else None)
         return tf.ensure_shape(image, [None, self.image_size, self.image_size,
-                                       3 * len(self.windows)]), tf.broadcast_to(
+                                       self.num_slices * len(self.windows)]), tf.broadcast_to(
             scale, tf.shape(hu)[:1])
 
     def _detect(self, hu: tf.Tensor, spacing=None) -> Dict[str, tf.Tensor]:
@@ -365,7 +385,7 @@ class DetectorModule(tf.Module):
             hu = _guard(tf.constant(False), [
                 f"this model resamples slices to {self.pixel_spacing_mm:g} mm per pixel: it "
                 f"needs their spacing; call {HU_WITH_SPACING} or {PNG_WITH_SPACING} with "
-                f"{PIXEL_SPACING}"], lambda: hu, [0, 0, 0, 3], tf.float32)
+                f"{PIXEL_SPACING}"], lambda: hu, [0, 0, 0, self.num_slices], tf.float32)
             input_spacing = tf.ones([tf.shape(hu)[0], 2])  # Never used: the guard fails.
         height = tf.cast(tf.shape(hu)[1], tf.float32)
         width = tf.cast(tf.shape(hu)[2], tf.float32)

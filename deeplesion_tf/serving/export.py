@@ -62,13 +62,13 @@ def encode_png16(hu: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def warmup_requests(image_size: int, needs_spacing: bool = False):
+def warmup_requests(image_size: int, needs_spacing: bool = False, num_slices: int = 3):
     """One batch-1 request per signature on an `image_size` square slice (only the
     spacing signatures' where the model needs spacing: the others refuse by design,
     and TF Serving does not load a model whose warmup fails)."""
     hu = warmup_slice(image_size)
-    images = np.repeat(hu[np.newaxis, :, :, np.newaxis], 3, axis=-1)
-    png = np.array([[encode_png16(hu)] * 3], dtype=object)
+    images = np.repeat(hu[np.newaxis, :, :, np.newaxis], num_slices, axis=-1)
+    png = np.array([[encode_png16(hu)] * num_slices], dtype=object)
     spacing = np.array([[0.8, 0.8]], np.float32)
     m = detector_module
     requests = [
@@ -116,7 +116,8 @@ def export_module(module: detector_module.DetectorModule, export_dir: str, versi
     tf.saved_model.save(module, temporary, signatures=module.signatures())
     if write_warmup:
         warmup.write_warmup_requests(temporary, model_name, warmup_requests(
-            module.image_size, needs_spacing=module.pixel_spacing_mm is not None))
+            module.image_size, needs_spacing=module.pixel_spacing_mm is not None,
+            num_slices=module.num_slices))
     tf.io.gfile.rename(temporary, path)
     logging.info("Exported %s (signatures %s)", path, ", ".join(detector_module.SIGNATURES))
     return path

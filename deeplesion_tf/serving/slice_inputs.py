@@ -120,13 +120,23 @@ def _header_notes(ct: ct_reader.CTSlice) -> List[str]:
 
 def _with_context(names: Sequence[str], paths: Sequence[str], hus: Sequence[np.ndarray],
                   index: int, spacing: Optional[Tuple[float, float]],
-                  notes: Sequence[str] = (), is_dicom: bool = False) -> SliceInput:
-    """Key slice `index` of an ordered series, its neighbours clamped to the series."""
+                  notes: Sequence[str] = (), is_dicom: bool = False,
+                  num_slices: int = 3) -> SliceInput:
+    """Key slice `index` of an ordered series with `num_slices` slices around it (its
+    neighbours; more for a 3DCE model), clamped to the series.
+
+    Where a slice is missing past the series' ends, is a header without pixels or
+    differs in size, the key slice stands in (noted, by the step's name).
+    """
     key = hus[index]
-    slices, context, notes = [], [], list(notes)
-    for step in (-1, 1):
+    half = num_slices // 2
+    slices, context, notes = [], {}, list(notes)
+    for step in range(-half, half + 1):
+        if step == 0:
+            slices.append(key)
+            continue
         j = min(max(index + step, 0), len(paths) - 1)
-        which = "previous" if step < 0 else "next"
+        which = {-1: "previous", 1: "next"}.get(step, f"{step:+d}")
         if j == index:
             notes.append(f"no {which} slice: the key slice stands in")
         elif hus[j] is None:
@@ -137,9 +147,9 @@ def _with_context(names: Sequence[str], paths: Sequence[str], hus: Sequence[np.n
             notes.append(f"{which} slice {names[j]} differs in size: the key slice stands in")
             j = index
         slices.append(hus[j])
-        context.append(names[j])
-    hu = np.stack([slices[0], key, slices[1]], axis=-1).astype(np.float32)
-    return SliceInput(names[index], paths[index], hu, spacing, (context[0], context[1]), notes,
+        context[step] = names[j]
+    hu = np.stack(slices, axis=-1).astype(np.float32)
+    return SliceInput(names[index], paths[index], hu, spacing, (context[-1], context[1]), notes,
                       is_dicom)
 
 
@@ -160,7 +170,7 @@ def _header_only(path: str) -> Optional[ct_reader.CTSlice]:
                              str(ds.get("PatientID", "") or "").strip())
 
 
-def _series_of_folder(files: Sequence[str], png_spacing, salt: str
+def _series_of_folder(files: Sequence[str], png_spacing, salt: str, num_slices: int = 3
                       ) -> Iterator[Union[SliceInput, Failure]]:
     """Every readable slice among `files` as a key slice of its series."""
     dicom = collections.defaultdict(list)  # series UID -> [(order key, path, CTSlice)]
@@ -194,17 +204,19 @@ def _series_of_folder(files: Sequence[str], png_spacing, salt: str
         for i, (_, path, ct) in enumerate(members):
             if ct.hu is not None:
                 yield _with_context(names, paths, hus, i, ct.pixel_spacing_mm,
-                                    _header_notes(ct), is_dicom=True)
+                                    _header_notes(ct), is_dicom=True, num_slices=num_slices)
     if pngs:
         paths = [p for p, _ in pngs]
         names = [png_name(p, salt) for p in paths]
         hus = [h for _, h in pngs]
         for i in range(len(paths)):
-            yield _with_context(names, paths, hus, i, png_spacing)
+            yield _with_context(names, paths, hus, i, png_spacing, num_slices=num_slices)
 
 
-def _png_with_neighbours(path: str, png_spacing, salt: str) -> Union[SliceInput, Failure]:
-    """A PNG file as the key slice, its folder's previous and next PNG as context."""
+def _png_with_neighbours(path: str, png_spacing, salt: str, num_slices: int = 3
+                         ) -> Union[SliceInput, Failure]:
+    """A PNG file as the key slice, its folder's PNGs before and after it as context
+    (`num_slices // 2` on each side; the first that does not read ends that side)."""
     folder = os.path.dirname(path) or "."
     series = sorted(os.path.join(folder, f) for f in os.listdir(folder) if _is_png(f))
     index = series.index(os.path.join(folder, os.path.basename(path)))
@@ -212,34 +224,40 @@ def _png_with_neighbours(path: str, png_spacing, salt: str) -> Union[SliceInput,
         key = _read_png(path)
     except (ValueError, OSError) as error:
         return Failure(path, _reason(error))
-    paths_3, hus_3, notes = [path], [key], []
-    for j in (index - 1, index + 1):
-        if 0 <= j < len(series):
+    paths_n, hus_n, notes = [path], [key], []
+    for direction in (-1, 1):
+        for distance in range(1, num_slices // 2 + 1):
+            j = index + direction * distance
+            if not 0 <= j < len(series):
+                break
             try:
                 hu = _read_png(series[j])
             except (ValueError, OSError):
-                which = "previous" if j < index else "next"
+                which = {-1: "previous", 1: "next"}[direction]
                 notes.append(f"the {which} PNG of the folder, {png_name(series[j], salt)}, "
                              "does not read as a slice: the key slice stands in")
-                continue
-            if j < index:
-                paths_3.insert(0, series[j])
-                hus_3.insert(0, hu)
+                break
+            if direction < 0:
+                paths_n.insert(0, series[j])
+                hus_n.insert(0, hu)
             else:
-                paths_3.append(series[j])
-                hus_3.append(hu)
-    return _with_context([png_name(p, salt) for p in paths_3], paths_3, hus_3,
-                         paths_3.index(path), png_spacing, notes)
+                paths_n.append(series[j])
+                hus_n.append(hu)
+    return _with_context([png_name(p, salt) for p in paths_n], paths_n, hus_n,
+                         paths_n.index(path), png_spacing, notes, num_slices=num_slices)
 
 
 def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float]] = None,
-                  salt: Optional[str] = None) -> Iterator[Union[SliceInput, Failure]]:
+                  salt: Optional[str] = None, num_slices: int = 3
+                  ) -> Iterator[Union[SliceInput, Failure]]:
     """Key slices of the command line's paths (module docstring), or why a path failed.
 
     Args:
       paths: DICOM files, folders, 16-bit PNGs.
       png_spacing: `(row, column)` mm of PNG slices, which carry none; None: unknown.
       salt: of the output names' pseudonyms; None: `deid.site_salt()`.
+      num_slices: slices per key slice the model takes (3; 3M for 3DCE), at the
+        series' own interval.
     """
     salt = deid.site_salt() if salt is None else salt
     for path in paths:
@@ -249,11 +267,11 @@ def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float
             if not files:
                 yield Failure(path, "an empty folder")
                 continue
-            yield from _series_of_folder(files, png_spacing, salt)
+            yield from _series_of_folder(files, png_spacing, salt, num_slices)
         elif not os.path.exists(path):
             yield Failure(path, "no such file or folder")
         elif _is_png(path):
-            yield _png_with_neighbours(path, png_spacing, salt)
+            yield _png_with_neighbours(path, png_spacing, salt, num_slices)
         else:
             try:
                 ct = ct_reader.read_ct(path)
@@ -261,4 +279,4 @@ def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float
                 yield Failure(path, _reason(error))
                 continue
             yield _with_context([dicom_name(ct, salt)], [path], [ct.hu], 0, ct.pixel_spacing_mm,
-                                _header_notes(ct), is_dicom=True)
+                                _header_notes(ct), is_dicom=True, num_slices=num_slices)
