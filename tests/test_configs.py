@@ -87,6 +87,7 @@ def test_nih_presets_are_the_3dce_code_s_settings(preset, images):
 def test_the_cpu_3dce_preset_is_the_quickstart_with_context_images():
     quick = _parse("train_detector", "quickstart.flags", *REQUIRED["train_detector"])
     cpu = _parse("train_detector", "3dce_quickstart.flags", *REQUIRED["train_detector"])
-    assert cpu.pop("num_context_images") == "3" and cpu.pop("dataset") == "deeplesion/synthetic_3dce"
+    assert cpu.pop("num_context_images") == "3"
+    assert cpu.pop("dataset") == "deeplesion/synthetic_3dce"
     quick.pop("dataset")
     assert cpu == quick

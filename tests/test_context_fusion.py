@@ -112,6 +112,15 @@ def test_a_3dce_checkpoint_exports_and_loads_without_the_package(tmp_path):
                                np.clip(expected, 0, 63), atol=1e-3)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[batch, height, width, 9\]"):
         module.detect_hu(tf.constant(hu[..., :3]))
+    # The PNG form: 9 16-bit PNGs per key slice give what the HU form gives.
+    from deeplesion_tf.data import png16
+
+    whole = np.round(hu)
+    pngs = tf.constant([[png16.encode_hu(whole[0, ..., k]) for k in range(9)]])
+    from_png = module.detect_png(pngs)
+    from_hu = module.detect_hu(tf.constant(whole.astype(np.float32)))
+    np.testing.assert_allclose(from_png["detection_boxes"].numpy(),
+                               from_hu["detection_boxes"].numpy(), atol=1e-4)
 
     # bin/detect's path: the export says it takes 9 slices; a DICOM series gets them.
     from deeplesion_tf.serving import detect
