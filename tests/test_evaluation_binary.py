@@ -153,6 +153,20 @@ def test_intervals_and_the_paired_comparison_through_the_binary(evaluated, dummy
         assert all(g["intervals"]["froc_4"]["value"] == g["sensitivity_at_fp"]["4"]
                    for g in scored)
     assert "## FROC by lesion size and type" in report and " | long axis 10-30 mm | " in report
+    # The figures' data, by value: the FROC curve read at the six rates is metrics.json's,
+    # and each category's precision-recall curve ends at that category's recall.
+    curves = json.loads((first / "curves.json").read_text())
+    froc = curves["froc"]
+    fps, sensitivity = np.asarray(froc["fps_per_image"]), np.asarray(froc["sensitivity"])
+    for rate, value in metrics["froc"]["sensitivity_at_fp"].items():
+        assert sensitivity[fps < float(rate)].max() == pytest.approx(value), rate
+    by_category = curves["precision_recall_by_category"]
+    scored = {n: g for n, g in groups["type"].items() if g is not None}
+    assert set(by_category) == set(scored)
+    for name, curve in by_category.items():
+        assert curve["recall"][-1] == pytest.approx(scored[name]["sensitivity_all_detections"])
+    assert "](precision_recall_by_category.png)" in report
+    assert (first / "precision_recall_by_category.png").read_bytes()[:4] == b"\x89PNG"
 
     table = evaluated / "train_table1"
     _run("evaluate_detector", f"--compare={first},{second}", "--compare_names=model,rescored",

@@ -92,3 +92,15 @@ def test_group_intervals_are_the_patient_bootstrap_of_the_group():
     assert estimate["interval"] == [1.0, 1.0]
     table = report.froc_group_table([("m", {"froc_by_group": groups})])
     assert "| m | long axis < 10 mm | 1 | 1 | 100.0 [100.0, 100.0] |" in table
+
+
+def test_each_group_has_its_precision_recall_curve():
+    groups = froc_groups.froc_by_group(TRUTHS, DETECTIONS, CATEGORIES, resamples=0, seed=0,
+                                       **SETTINGS)
+    # liver (A and B on image 1): d1 hits A, d2 hits B, d5 is a false positive.
+    liver = groups["type"]["liver"]
+    assert liver["curve"]["recall"] == pytest.approx([0.5, 1.0, 1.0])
+    assert liver["curve"]["precision"] == pytest.approx([1.0, 1.0, 2 / 3])
+    assert liver["sensitivity_all_detections"] == liver["curve"]["recall"][-1] == 1.0
+    # lung (C on image 2): d3 is a false positive before d4 hits C.
+    assert groups["type"]["lung"]["curve"]["precision"] == pytest.approx([0.0, 0.5])

@@ -82,6 +82,9 @@ def plot_froc(curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], pat
             error = np.stack([values - 100.0 * np.asarray(low, np.float64),
                               100.0 * np.asarray(high, np.float64) - values])
             axes.errorbar(rates, values, yerr=error, fmt="o", color=line.get_color(), capsize=3)
+            axes.fill_between(rates, 100.0 * np.asarray(low, np.float64),
+                              100.0 * np.asarray(high, np.float64), color=line.get_color(),
+                              alpha=0.15, linewidth=0)
     axes.set_xscale("log")
     axes.set(xlabel="False positives per image", ylabel="Sensitivity (%)", ylim=(0, 100),
              xlim=(0.1, 32), title="FROC (official rule)" + (" with 95% intervals"
@@ -107,6 +110,28 @@ def plot_precision_recall(curves: Mapping[str, Tuple[Sequence[float], Sequence[f
              title="Precision-recall at IoU 0.5")
     axes.grid(True, alpha=0.3)
     axes.legend()
+    _save(figure, path)
+
+
+def plot_precision_recall_by_category(
+        curves: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], path: str) -> None:
+    """Fig. 5b per category: `{model: {category: {"recall", "precision"}}}` -> a PNG, one
+    panel per category with every model's curve (`froc_groups.group_froc`'s curves)."""
+    names = sorted({c for by in curves.values() for c in by})
+    columns = min(len(names), 3)
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(3.6 * columns, 3.2 * rows))
+    for k, category in enumerate(names):
+        axes = figure.add_subplot(rows, columns, k + 1)
+        for model, by in curves.items():
+            if category in by:
+                axes.plot(by[category]["recall"], by[category]["precision"], label=model)
+        axes.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.02),
+                 title=category)
+        axes.grid(True, alpha=0.3)
+        if k == 0:
+            axes.legend()
+    figure.suptitle("Precision-recall per category (Fig. 5b), IoU 0.5")
     _save(figure, path)
 
 

@@ -81,7 +81,11 @@ def group_froc(truths: Sequence[records.ImageTruth],
 
     Returns:
       `{"num_lesions", "num_images", "sensitivity_at_fp", "mean_0.5_to_4",
-      "mean_0.5_to_16", "intervals"}` (intervals None when `resamples` is 0).
+      "mean_0.5_to_16", "sensitivity_all_detections", "intervals", "curve"}`:
+      intervals None when `resamples` is 0; `curve` the group's precision-recall
+      over the pooled detections in score order (`{"recall", "precision"}`, a
+      detection precise when it is no false positive), whose last recall is
+      `sensitivity_all_detections` (Fig. 5b per category).
     """
     subset = [select(t, m) for t, m in zip(truths, masks)]
     try:
@@ -95,6 +99,11 @@ def group_froc(truths: Sequence[records.ImageTruth],
              "sensitivity_at_fp": summary["sensitivity_at_fp"],
              "mean_0.5_to_4": summary["mean_0.5_to_4"],
              "mean_0.5_to_16": summary["mean_0.5_to_16"], "intervals": None}
+    outcomes = result.outcomes
+    found = np.cumsum(outcomes.new_hits) / max(result.curve.num_lesions, 1)
+    precise = np.cumsum(~outcomes.false_positive) / np.arange(1, len(outcomes.scores) + 1)
+    group["sensitivity_all_detections"] = float(found[-1]) if len(found) else 0.0
+    group["curve"] = {"recall": found.tolist(), "precision": precise.tolist()}
     if resamples:
         group["intervals"] = intervals.froc_bootstrap(
             intervals.froc_scores(subset, result), resamples=resamples, seed=seed)

@@ -210,6 +210,10 @@ def render(runs: Sequence[Run], figures: Mapping[str, str],
                   f"![Precision-recall]({figures['precision_recall']})\n"]
     if "froc" in figures:
         parts += ["## FROC\n", f"![FROC]({figures['froc']})\n"]
+    if "precision_recall_by_category" in figures:
+        parts += ["## Precision-recall per category (Fig. 5b)\n",
+                  f"![Precision-recall per category]({figures['precision_recall_by_category']})"
+                  "\n"]
     groups = froc_group_table(runs)
     if groups:
         parts += ["## FROC by lesion size and type\n", groups + "\n",

@@ -52,6 +52,7 @@ REPORT_FILE = "report.md"
 COMPARISON_FILE = "comparison.json"
 # The figures of `write_outputs` and `write_comparison`, relative to the report.
 FIGURES = {"accuracy_by_iou": "accuracy_by_iou.png", "precision_recall": "precision_recall.png",
+           "precision_recall_by_category": "precision_recall_by_category.png",
            "froc": "froc.png"}
 
 
@@ -215,6 +216,14 @@ def evaluate(truths: Sequence[records.ImageTruth],
         truths, detections, categories, gt_padding=settings.froc_box_padding_px,
         detection_padding=settings.box_padding_px, iou_convention=settings.iou_convention,
         resamples=settings.bootstrap_resamples, seed=settings.bootstrap_seed)
+    # The groups' precision-recall curves go with the curves, not the metrics.
+    by_category = {}
+    for kind, groups in metrics["froc_by_group"].items():
+        for name, group in groups.items():
+            if group is not None:
+                curve = group.pop("curve")
+                if kind == "type":
+                    by_category[name] = curve
     scores = intervals.image_scores(truths, ious, categories, froc, coco)
     metrics["intervals"] = None
     if settings.bootstrap_resamples:
@@ -229,7 +238,8 @@ def evaluate(truths: Sequence[records.ImageTruth],
     curves = {"froc": {"fps_per_image": froc.curve.fps_per_image.tolist(),
                        "sensitivity": froc.curve.sensitivity.tolist()},
               "precision_recall": {"recall": coco.recall.tolist(),
-                                   "precision": coco.precision.tolist()}}
+                                   "precision": coco.precision.tolist()},
+              "precision_recall_by_category": by_category}
     logging.info("Accuracy %.4f, AP@0.5 %.4f, FROC %s on %d images",
                  metrics["detection_accuracy"], coco.ap50,
                  metrics["froc"]["sensitivity_at_fp"], len(truths))
@@ -258,10 +268,15 @@ def write_outputs(output_dir: str, evaluation: Evaluation, *, model_name: str,
     qualitative = draw_qualitative(output_dir, truths, detections, slices, class_names, window,
                                    evaluation.metrics["settings"]["box_padding_px"],
                                    figure_score_threshold)
-    text = report_lib.render([(model_name, evaluation.metrics)], FIGURES, qualitative)
+    text = report_lib.render([(model_name, evaluation.metrics)], _drawn(output_dir), qualitative)
     with open(os.path.join(output_dir, REPORT_FILE), "w") as f:
         f.write(text)
     logging.info("Wrote the evaluation to %s", output_dir)
+
+
+def _drawn(output_dir: str) -> Dict[str, str]:
+    """`FIGURES` that are in `output_dir` (the per-category one needs categories)."""
+    return {k: v for k, v in FIGURES.items() if os.path.exists(os.path.join(output_dir, v))}
 
 
 def _plot_curves(output_dir: str, names: Sequence[str], runs: Sequence[Mapping],
@@ -285,6 +300,10 @@ def _plot_curves(output_dir: str, names: Sequence[str], runs: Sequence[Mapping],
     figures.plot_froc({n: (c["froc"]["fps_per_image"], c["froc"]["sensitivity"])
                        for n, c in zip(names, curves)},
                       os.path.join(output_dir, FIGURES["froc"]), points)
+    by_category = {n: c.get("precision_recall_by_category") or {} for n, c in zip(names, curves)}
+    if any(by_category.values()):
+        figures.plot_precision_recall_by_category(
+            by_category, os.path.join(output_dir, FIGURES["precision_recall_by_category"]))
 
 
 def draw_qualitative(output_dir: str, truths: Sequence[records.ImageTruth],
@@ -358,7 +377,7 @@ def write_comparison(eval_dirs: Sequence[str], names: Sequence[str], output_dir:
                   "differences": [c.difference for c in comparisons],
                   "resamples": resamples, "seed": seed}
     _write_json(os.path.join(output_dir, COMPARISON_FILE), comparison)
-    text = report_lib.render(list(zip(names, runs)), FIGURES, comparison=comparison)
+    text = report_lib.render(list(zip(names, runs)), _drawn(output_dir), comparison=comparison)
     path = os.path.join(output_dir, REPORT_FILE)
     with open(path, "w") as f:
         f.write(text)
