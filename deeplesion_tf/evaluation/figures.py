@@ -120,7 +120,7 @@ def plot_precision_recall_by_category(
     names = sorted({c for by in curves.values() for c in by})
     columns = min(len(names), 3)
     rows = -(-len(names) // columns)
-    figure = Figure(figsize=(3.6 * columns, 3.2 * rows))
+    figure = Figure(figsize=(3.6 * columns, 3.2 * rows), layout="constrained")
     for k, category in enumerate(names):
         axes = figure.add_subplot(rows, columns, k + 1)
         for model, by in curves.items():
