@@ -409,7 +409,7 @@ def test_a_slice_below_the_minimum_never_reaches_the_model(detector, tmp_path):
     item = detect.SliceInput("tiny", "/in/tiny.dcm", np.zeros([1, 40, 3], np.float32), None,
                              ("tiny", "tiny"), [])
     original = detect.gather_inputs
-    detect.gather_inputs = lambda paths, spacing, salt, num_slices: iter([item])
+    detect.gather_inputs = lambda paths, spacing, salt, **kwargs: iter([item])
     try:
         summary = detect.run(Refusing(), ["/in/tiny.dcm"], str(tmp_path))
     finally:

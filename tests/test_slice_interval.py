@@ -110,3 +110,25 @@ def test_the_pipeline_interpolates_from_the_wider_context(builds):
     wide_window = (np.concatenate(expected, axis=-1).astype(np.float64) - 32768 + 1024) / 4095
     np.testing.assert_allclose(batch["images"].numpy()[0], np.clip(wide_window, 0, 1),
                                atol=1e-5)
+
+
+def test_bin_detect_interpolates_a_series_at_the_model_s_interval():
+    from deeplesion_tf.serving import slice_inputs
+
+    hus = [np.full([16, 16], 100.0 * k, np.float32) for k in range(11)]
+    names = [f"s{k}" for k in range(11)]
+    # 0.5 mm apart, a model at 2 mm: the slices 4 away; 0.8 mm: 2.5 away, interpolated.
+    item = slice_inputs._with_context(names, names, hus, 5, None, slice_interval_mm=2.0,
+                                      stored_interval_mm=0.5)
+    np.testing.assert_allclose(item.hu[0, 0], [100.0, 500.0, 900.0], atol=1e-3)
+    item = slice_inputs._with_context(names, names, hus, 5, None, slice_interval_mm=2.0,
+                                      stored_interval_mm=0.8)
+    np.testing.assert_allclose(item.hu[0, 0], [250.0, 500.0, 750.0], atol=1e-3)
+    # Near the end the last slice stands in, as the dataset stores it.
+    item = slice_inputs._with_context(names, names, hus, 9, None, slice_interval_mm=2.0,
+                                      stored_interval_mm=0.5)
+    np.testing.assert_allclose(item.hu[0, 0], [500.0, 900.0, 1000.0], atol=1e-3)
+    # Unknown interval: the key slice, noted.
+    item = slice_inputs._with_context(names, names, hus, 5, None, slice_interval_mm=2.0)
+    np.testing.assert_allclose(item.hu[0, 0], [500.0] * 3)
+    assert any("slice interval is unknown" in note for note in item.notes)

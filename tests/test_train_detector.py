@@ -65,10 +65,11 @@ def test_writes_configs_checkpoints_and_summaries(trained):
     assert f"--steps={STEPS}" in (trained / "flags.txt").read_text()
     config = json.loads((trained / "model_config.json").read_text())
     assert config["inputs"] == {"image_size": 128, "windows": [[-1024.0, 3071.0]],
-                                "box_padding_px": 4.0}
+                                "box_padding_px": 4.0, "pixel_spacing_mm": None,
+                                "slice_interval_mm": None}
     assert config["format"] == 2 and config["box_head"]["num_classes"] == 1
     assert config["backbone"] == {"weights": None, "width_multiplier": 0.125, "frozen_blocks": 0,
-                                  "norm": "none"}
+                                  "norm": "none", "num_context_images": 1}
     assert config["rpn"]["anchor_sizes"] == [12.0, 18.0, 24.0, 32.0]
     assert config["training"]["steps"] == STEPS and config["training"]["seed"] == 1
     assert json.loads((trained / "classes.json").read_text())["names"] == ["lesion"]

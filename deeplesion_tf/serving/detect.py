@@ -78,6 +78,9 @@ class Detector:
         # Slices per key slice: 3, or 3M for a 3DCE export (older exports lack the variable).
         slices = getattr(self._loaded, "input_slices", None)
         self.num_slices = 3 if slices is None else int(slices.numpy())
+        interval = getattr(self._loaded, "slice_interval_mm", None)
+        self.slice_interval_mm = (float(interval.numpy()) or None) if interval is not None \
+            else None
 
     def __call__(self, hu: np.ndarray, spacing: Optional[np.ndarray] = None
                  ) -> Dict[str, np.ndarray]:
@@ -162,7 +165,8 @@ def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size
     os.makedirs(output_dir, exist_ok=True)
     if sr_dir is not None:
         os.makedirs(sr_dir, exist_ok=True)
-    for item in gather_inputs(paths, png_spacing, salt, num_slices=detector.num_slices):
+    for item in gather_inputs(paths, png_spacing, salt, num_slices=detector.num_slices,
+                              slice_interval_mm=getattr(detector, "slice_interval_mm", None)):
         if isinstance(item, Failure):
             logging.error("%s: %s", item.source, item.reason)
             summary.failures.append(item)

@@ -245,6 +245,8 @@ class DetectorModule(tf.Module):
       box_padding_px: box padding of training (for the diameter estimate).
       drop_empty_boxes: drop detections whose box holds a single value of the
         key slice under every window (module docstring).
+      slice_interval_mm: the interval training took the slices at, or None (saved
+        for clients such as bin/detect, which interpolate; the signatures do not).
       pixel_spacing_mm: the spacing training resampled slices to, or None. A model
         with one needs each slice's spacing: its signatures without `pixel_spacing`
         answer every request with an `InvalidArgumentError` saying so.
@@ -253,7 +255,7 @@ class DetectorModule(tf.Module):
     def __init__(self, model, class_names: Sequence[str], *, image_size: int,
                  windows: Sequence[Sequence[float]], box_padding_px: float,
                  drop_empty_boxes: bool = True, pixel_spacing_mm: Optional[float] = None,
-                 name=None):
+                 slice_interval_mm: Optional[float] = None, name=None):
         super().__init__(name=name)
         if len(class_names) != model.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model of "
@@ -269,6 +271,10 @@ class DetectorModule(tf.Module):
         # Saved with the export, so that bin/detect knows how many slices to give.
         self.input_slices = tf.Variable(self.num_slices, trainable=False, dtype=tf.int32,
                                         name="input_slices")
+        # The slice interval training used (0: the stored neighbours), for bin/detect too:
+        # the signatures take the slices as given.
+        self.slice_interval_mm = tf.Variable(float(slice_interval_mm or 0.0), trainable=False,
+                                             dtype=tf.float32, name="slice_interval_mm")
         # The key slice under each window: channel n k + n // 2 (`apply_windows` is
         # window-major; n slices, the key in the middle).
         self._key_channels = [self.num_slices * k + self.num_slices // 2

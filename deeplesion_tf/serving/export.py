@@ -88,7 +88,8 @@ def module_from_model_dir(model_dir: str, checkpoint: Optional[str] = None, **ov
     module = detector_module.DetectorModule(
         loaded.model, loaded.class_names, image_size=loaded.inputs.image_size,
         windows=loaded.inputs.windows, box_padding_px=loaded.inputs.box_padding_px,
-        pixel_spacing_mm=loaded.inputs.pixel_spacing_mm)
+        pixel_spacing_mm=loaded.inputs.pixel_spacing_mm,
+        slice_interval_mm=loaded.inputs.slice_interval_mm)
     return module, loaded.checkpoint
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import os
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -121,17 +122,26 @@ def _header_notes(ct: ct_reader.CTSlice) -> List[str]:
 def _with_context(names: Sequence[str], paths: Sequence[str], hus: Sequence[np.ndarray],
                   index: int, spacing: Optional[Tuple[float, float]],
                   notes: Sequence[str] = (), is_dicom: bool = False,
-                  num_slices: int = 3) -> SliceInput:
+                  num_slices: int = 3, slice_interval_mm: Optional[float] = None,
+                  stored_interval_mm: Optional[float] = None) -> SliceInput:
     """Key slice `index` of an ordered series with `num_slices` slices around it (its
     neighbours; more for a 3DCE model), clamped to the series.
 
     Where a slice is missing past the series' ends, is a header without pixels or
-    differs in size, the key slice stands in (noted, by the step's name).
+    differs in size, the key slice stands in (noted, by the step's name). With
+    `slice_interval_mm` (a model trained at a fixed interval), the slices that far
+    apart are interpolated from the series at its `stored_interval_mm` by the
+    training pipeline's own `detector_pipeline.interpolate_slices`.
     """
     key = hus[index]
     half = num_slices // 2
+    reach = half
+    known = stored_interval_mm is not None and math.isfinite(stored_interval_mm) \
+        and stored_interval_mm > 0
+    if slice_interval_mm is not None and known:
+        reach = max(half, math.ceil(half * slice_interval_mm / stored_interval_mm))
     slices, context, notes = [], {}, list(notes)
-    for step in range(-half, half + 1):
+    for step in range(-reach, reach + 1):
         if step == 0:
             slices.append(key)
             continue
@@ -148,9 +158,29 @@ def _with_context(names: Sequence[str], paths: Sequence[str], hus: Sequence[np.n
             j = index
         slices.append(hus[j])
         context[step] = names[j]
-    hu = np.stack(slices, axis=-1).astype(np.float32)
+    if slice_interval_mm is None:
+        hu = np.stack(slices, axis=-1).astype(np.float32)
+    else:
+        if not known:
+            notes.append("the series' slice interval is unknown: the key slice stands in for "
+                         f"the slices {slice_interval_mm:g} mm away (as in training)")
+        from deeplesion_tf.data import detector_pipeline  # TensorFlow: only for this case
+
+        hu = detector_pipeline.interpolate_slices(
+            np.stack(slices).astype(np.float32),
+            stored_interval_mm if known else math.nan, slice_interval_mm, num_slices).numpy()
+    if 1 not in context:  # A lone slice: itself on both sides.
+        context = {-1: names[index], 1: names[index]}
     return SliceInput(names[index], paths[index], hu, spacing, (context[-1], context[1]), notes,
                       is_dicom)
+
+
+def _series_interval(members) -> Optional[float]:
+    """The median distance of consecutive known positions of a series' slices, mm."""
+    positions = [m.slice_position_mm for m in members if m.slice_position_mm is not None]
+    steps = np.abs(np.diff(positions)) if len(positions) >= 2 else np.zeros([0])
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else None
 
 
 def _header_only(path: str) -> Optional[ct_reader.CTSlice]:
@@ -170,7 +200,8 @@ def _header_only(path: str) -> Optional[ct_reader.CTSlice]:
                              str(ds.get("PatientID", "") or "").strip())
 
 
-def _series_of_folder(files: Sequence[str], png_spacing, salt: str, num_slices: int = 3
+def _series_of_folder(files: Sequence[str], png_spacing, salt: str, num_slices: int = 3,
+                      slice_interval_mm: Optional[float] = None
                       ) -> Iterator[Union[SliceInput, Failure]]:
     """Every readable slice among `files` as a key slice of its series."""
     dicom = collections.defaultdict(list)  # series UID -> [(order key, path, CTSlice)]
@@ -201,19 +232,24 @@ def _series_of_folder(files: Sequence[str], png_spacing, salt: str, num_slices: 
         paths = [m[1] for m in members]
         names = [dicom_name(m[2], salt) for m in members]
         hus = [m[2].hu for m in members]
+        interval = _series_interval([m[2] for m in members])
         for i, (_, path, ct) in enumerate(members):
             if ct.hu is not None:
                 yield _with_context(names, paths, hus, i, ct.pixel_spacing_mm,
-                                    _header_notes(ct), is_dicom=True, num_slices=num_slices)
+                                    _header_notes(ct), is_dicom=True, num_slices=num_slices,
+                                    slice_interval_mm=slice_interval_mm,
+                                    stored_interval_mm=interval)
     if pngs:
         paths = [p for p, _ in pngs]
         names = [png_name(p, salt) for p in paths]
         hus = [h for _, h in pngs]
         for i in range(len(paths)):
-            yield _with_context(names, paths, hus, i, png_spacing, num_slices=num_slices)
+            yield _with_context(names, paths, hus, i, png_spacing, num_slices=num_slices,
+                                slice_interval_mm=slice_interval_mm)
 
 
-def _png_with_neighbours(path: str, png_spacing, salt: str, num_slices: int = 3
+def _png_with_neighbours(path: str, png_spacing, salt: str, num_slices: int = 3,
+                         slice_interval_mm: Optional[float] = None
                          ) -> Union[SliceInput, Failure]:
     """A PNG file as the key slice, its folder's PNGs before and after it as context
     (`num_slices // 2` on each side; the first that does not read ends that side)."""
@@ -244,11 +280,13 @@ def _png_with_neighbours(path: str, png_spacing, salt: str, num_slices: int = 3
                 paths_n.append(series[j])
                 hus_n.append(hu)
     return _with_context([png_name(p, salt) for p in paths_n], paths_n, hus_n,
-                         paths_n.index(path), png_spacing, notes, num_slices=num_slices)
+                         paths_n.index(path), png_spacing, notes, num_slices=num_slices,
+                         slice_interval_mm=slice_interval_mm)
 
 
 def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float]] = None,
-                  salt: Optional[str] = None, num_slices: int = 3
+                  salt: Optional[str] = None, num_slices: int = 3,
+                  slice_interval_mm: Optional[float] = None
                   ) -> Iterator[Union[SliceInput, Failure]]:
     """Key slices of the command line's paths (module docstring), or why a path failed.
 
@@ -256,8 +294,10 @@ def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float
       paths: DICOM files, folders, 16-bit PNGs.
       png_spacing: `(row, column)` mm of PNG slices, which carry none; None: unknown.
       salt: of the output names' pseudonyms; None: `deid.site_salt()`.
-      num_slices: slices per key slice the model takes (3; 3M for 3DCE), at the
-        series' own interval.
+      num_slices: slices per key slice the model takes (3; 3M for 3DCE).
+      slice_interval_mm: the interval the model was trained at (interpolated from a
+        DICOM series at its own; PNGs carry none, so the key slice stands in); None:
+        the series' own neighbours.
     """
     salt = deid.site_salt() if salt is None else salt
     for path in paths:
@@ -267,11 +307,11 @@ def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float
             if not files:
                 yield Failure(path, "an empty folder")
                 continue
-            yield from _series_of_folder(files, png_spacing, salt, num_slices)
+            yield from _series_of_folder(files, png_spacing, salt, num_slices, slice_interval_mm)
         elif not os.path.exists(path):
             yield Failure(path, "no such file or folder")
         elif _is_png(path):
-            yield _png_with_neighbours(path, png_spacing, salt, num_slices)
+            yield _png_with_neighbours(path, png_spacing, salt, num_slices, slice_interval_mm)
         else:
             try:
                 ct = ct_reader.read_ct(path)
@@ -279,4 +319,5 @@ def gather_inputs(paths: Sequence[str], png_spacing: Optional[Tuple[float, float
                 yield Failure(path, _reason(error))
                 continue
             yield _with_context([dicom_name(ct, salt)], [path], [ct.hu], 0, ct.pixel_spacing_mm,
-                                _header_notes(ct), is_dicom=True, num_slices=num_slices)
+                                _header_notes(ct), is_dicom=True, num_slices=num_slices,
+                                slice_interval_mm=slice_interval_mm)
