@@ -6,15 +6,13 @@ and type included) and `bin/export_detector`, whose SavedModel takes 9-slice HU.
 """
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import binaries
 from tests import tfds_helpers
-from tests.conftest import REPO_ROOT
 from tfds_deeplesion.deeplesion import dummy_data_generation
 
 pytestmark = pytest.mark.slow
@@ -26,30 +24,25 @@ SHRINK = ["--image_size=64", "--box_padding_px=4", "--width_multiplier=0.0625", 
           "--log_every=1", "--score_threshold=0.0"]
 
 
-def _run(binary, *args):
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "bin" / binary), *args],
-                            capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
 
 def test_the_cpu_3dce_preset_trains_evaluates_and_exports(tmp_path):
     data_dir = tmp_path / "data"
     tfds_helpers.build("pacs_3dce", data_dir, manual_dir=dummy_data_generation.DUMMY_DIR)
     model_dir = tmp_path / "model"
-    _run("train_detector", "--flagfile=configs/3dce_quickstart.flags",
-         "--dataset=deeplesion/pacs_3dce", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-         *SHRINK)
+    binaries.run("train_detector", "--flagfile=configs/3dce_quickstart.flags",
+                 "--dataset=deeplesion/pacs_3dce", f"--data_dir={data_dir}",
+                 f"--model_dir={model_dir}", *SHRINK)
     config = json.loads((model_dir / "model_config.json").read_text())
     assert config["backbone"]["num_context_images"] == 3
-    _run("evaluate_detector", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
-         "--dataset=deeplesion/pacs_3dce", "--split=train", f"--output_dir={tmp_path / 'eval'}",
-         "--categories=none", "--num_figures=0", "--bootstrap_resamples=0")
+    binaries.run("evaluate_detector", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+                 "--dataset=deeplesion/pacs_3dce", "--split=train",
+                 f"--output_dir={tmp_path / 'eval'}", "--categories=none", "--num_figures=0",
+                 "--bootstrap_resamples=0")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["num_images"] > 0 and set(metrics["froc_by_group"]["size"]) == {
         "< 10 mm", "10-30 mm", "> 30 mm"}
-    _run("export_detector", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'export'}",
-         "--version=1")
+    binaries.run("export_detector", f"--model_dir={model_dir}",
+                 f"--export_dir={tmp_path / 'export'}", "--version=1")
     loaded = tf.saved_model.load(str(tmp_path / "export" / "1"))
     assert int(loaded.input_slices.numpy()) == 9
     out = loaded.signatures["serving_default"](

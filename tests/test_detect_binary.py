@@ -402,6 +402,7 @@ def test_a_slice_below_the_minimum_never_reaches_the_model(detector, tmp_path):
     class Refusing:
         path = detector.path
         num_slices = 3
+        slice_interval_mm = None
 
         def __call__(self, hu, spacing=None):
             raise AssertionError(f"the model was called on {hu.shape}")

@@ -7,6 +7,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from deeplesion_tf.data import ct_reader
 from deeplesion_tf.serving import detection_sr
 
 DETECTIONS = [{"class_name": "lung", "score": 0.91234, "box_px": [10.25, 12.5, 30.0, 40.125]},
@@ -21,7 +22,7 @@ def source():
 def test_boxes_class_names_and_scores_round_trip(source):
     report = detection_sr.detection_report(source, DETECTIONS, model="/models/serving/7")
     back = detection_sr.read_detection_report(
-        pydicom.dcmread(io.BytesIO(detection_sr.encode(report))))
+        pydicom.dcmread(io.BytesIO(ct_reader.dicom_bytes(report))))
     assert [(f.class_name, f.score, list(f.box_px), f.sop_instance_uid) for f in back] == [
         (d["class_name"], d["score"], d["box_px"], source.SOPInstanceUID) for d in DETECTIONS]
 

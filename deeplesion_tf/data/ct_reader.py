@@ -7,6 +7,7 @@ that pydicom finds on its own.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import BinaryIO, List, NamedTuple, Optional, Tuple, Union
 
@@ -150,6 +151,22 @@ def head_to_feet_key(position_mm: Optional[float], instance_number: Optional[int
     ties or stands in, then the path.
     """
     return (position_mm is None, -(position_mm or 0.0), instance_number or 0, path)
+
+
+def slice_interval(positions) -> Optional[float]:
+    """A series' slice interval in mm: the median distance of consecutive known
+    positions (`None` entries skipped), or None where fewer than two differ."""
+    known = [p for p in positions if p is not None]
+    steps = np.abs(np.diff(known)) if len(known) >= 2 else np.zeros([0])
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else None
+
+
+def dicom_bytes(dataset: pydicom.Dataset) -> bytes:
+    """Any DICOM dataset (an image, a header, a report) as the bytes of a part-10 file."""
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def header_geometry(ds: pydicom.Dataset) -> Tuple[Optional[float], Optional[int], Tuple[str, ...]]:

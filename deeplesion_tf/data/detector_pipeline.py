@@ -200,8 +200,7 @@ def _lesion_classes(lesion_ids: tf.Tensor, table: Optional[tf.lookup.StaticHashT
         return tf.identity(classes)
 
 
-def resize_with_scale(hu: tf.Tensor, scale: tf.Tensor, size: tf.Tensor,
-                      image_size: int) -> tf.Tensor:
+def resize_with_scale(hu: tf.Tensor, scale: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     """`[H, W, c]` -> `[size[0], size[1], c]`, bilinear with exactly `scale` on both axes.
 
     `tf.image.resize` derives its scale per axis from the sizes, and
@@ -213,8 +212,6 @@ def resize_with_scale(hu: tf.Tensor, scale: tf.Tensor, size: tf.Tensor,
     `tf.image.resize`'s own clamping (likewise columns).
     (`tf.raw_ops.ScaleAndTranslate` takes the scale itself but is ~5x slower.)
     """
-    del image_size  # `n` follows from the scale; kept for the callers' signature.
-
     def resample():
         longest = tf.maximum(tf.shape(hu)[0], tf.shape(hu)[1])
         side = tf.cast(tf.round(tf.cast(longest, tf.float32) * scale), tf.int32)
@@ -253,13 +250,12 @@ def input_scale(height: tf.Tensor, width: tf.Tensor, image_size: int,
     Raises:
       ValueError: `pixel_spacing_mm` without `spacing`.
     """
-    fit = float(image_size) / tf.cast(tf.maximum(height, width), tf.float32)
+    longest = tf.cast(tf.maximum(height, width), tf.float32)
     if pixel_spacing_mm is None:
-        return fit
+        return float(image_size) / longest
     _require_spacing(pixel_spacing_mm, spacing)
     # The resize is exact for a whole number of output pixels across the longest side
     # (`resize_with_scale`): the factor is rounded to one, at most 0.5 / L off.
-    longest = tf.cast(tf.maximum(height, width), tf.float32)
     side = tf.minimum(tf.round(longest * tf.cast(spacing, tf.float32)[..., 1]
                                / float(pixel_spacing_mm)), float(image_size))
     return side / longest
@@ -314,7 +310,7 @@ def network_input(hu: tf.Tensor, image_size: int, windows: Sequence[Sequence[flo
     # `resize_with_scale` takes one [H, W, c] image: the batch's slices go along its
     # channels (bilinear resizing treats each channel alone: each slice is resized).
     channels_last = tf.reshape(tf.transpose(batch, [1, 2, 0, 3]), tf.stack([height, width, -1]))
-    resized = resize_with_scale(channels_last, scale, resized_size, image_size)
+    resized = resize_with_scale(channels_last, scale, resized_size)
     resized = tf.transpose(tf.reshape(resized, tf.stack(
         [resized_size[0], resized_size[1], shape[0], hu.shape[-1]])), [2, 0, 1, 3])
     image = hu_windows.apply_windows(resized, windows)

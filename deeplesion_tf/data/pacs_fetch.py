@@ -31,7 +31,6 @@ and a key image the server does not have is named in the summary.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import shutil
@@ -108,12 +107,6 @@ class _Tree:
     def write(self, path: str, content: bytes) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_file.write_atomically(path, content, temp_dir=self.temp)
-
-
-def _encode(dataset: pydicom.Dataset) -> bytes:
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _uids(attributes: dict) -> Tuple[str, str, str]:
@@ -197,7 +190,7 @@ def fetch(connection: dicomweb.Connection, output_dir: str, *, context_slices: i
         else:
             dataset = connection.call(f"the retrieval of {where}", lambda: client.retrieve_instance(
                 study, series, sop))
-            tree.write(path, _encode(dataset))
+            tree.write(path, ct_reader.dicom_bytes(dataset))
             summary.reports_retrieved += 1
         for image, image_series in _referenced_images(connection, tree, dataset, study, where,
                                                       summary):
@@ -281,12 +274,12 @@ def _fetch_series(connection, tree: _Tree, study: str, series: str, images: Set[
                 instance = connection.call(
                     f"the retrieval of slice {index} of {where}",
                     lambda: connection.client.retrieve_instance(study, series, order[index]))
-                tree.write(path, _encode(instance))
+                tree.write(path, ct_reader.dicom_bytes(instance))
                 summary.instances_retrieved += 1
             if os.path.exists(header_path):  # A wider context than an earlier run's.
                 os.remove(header_path)
         elif not (os.path.exists(path) or os.path.exists(header_path)):
-            tree.write(header_path, _encode(dataset))
+            tree.write(header_path, ct_reader.dicom_bytes(dataset))
             summary.headers_written += 1
         files.append(name if os.path.exists(path) else os.path.basename(header_path))
     tree.write(marker, json.dumps({**wanted, "files": files, "full": len(full)},

@@ -19,7 +19,6 @@ import os
 import posixpath
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import pydicom
 from etils import epath
 
@@ -355,12 +354,9 @@ def _series_members(index: Dict[str, Instance], series_uid: str) -> List[Instanc
 
 
 def _slice_interval(members: Sequence[Instance], fallback: Optional[float]) -> float:
-    positions = [m.position for m in members if m.position is not None]
-    if len(positions) >= 2:
-        steps = np.abs(np.diff(positions))
-        steps = steps[steps > 0]
-        if steps.size:
-            return float(np.median(steps))
+    interval = ct_reader.slice_interval([m.position for m in members])
+    if interval is not None:
+        return interval
     return float(fallback) if fallback else math.nan
 
 

@@ -39,6 +39,7 @@ import tensorflow as tf
 from absl import logging
 
 from deeplesion_tf.data import checks
+from deeplesion_tf.data import ct_reader
 from deeplesion_tf.data import dicomweb
 from deeplesion_tf.serving import detection_sr
 from deeplesion_tf.serving import detector_module
@@ -166,7 +167,7 @@ def run(detector: Detector, paths: Sequence[str], output_dir: str, *, batch_size
     if sr_dir is not None:
         os.makedirs(sr_dir, exist_ok=True)
     for item in gather_inputs(paths, png_spacing, salt, num_slices=detector.num_slices,
-                              slice_interval_mm=getattr(detector, "slice_interval_mm", None)):
+                              slice_interval_mm=detector.slice_interval_mm):
         if isinstance(item, Failure):
             logging.error("%s: %s", item.source, item.reason)
             summary.failures.append(item)
@@ -200,7 +201,7 @@ def _report(item: SliceInput, result: dict, model: str, sr_dir: str,
     report = detection_sr.detection_report(header, result["detections"], model=model)
     path = os.path.join(sr_dir, item.name + ".dcm")
     with open(path, "wb") as f:
-        f.write(detection_sr.encode(report))
+        f.write(ct_reader.dicom_bytes(report))
     if store is None:
         return
     try:

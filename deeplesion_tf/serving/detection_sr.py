@@ -23,7 +23,6 @@ the same slice again gives the same report (a server keeps one).
 from __future__ import annotations
 
 import dataclasses
-import io
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -109,13 +108,6 @@ def detection_report(source: pydicom.Dataset, detections: Sequence[dict], *, mod
             entropy_srcs=[str(source.SeriesInstanceUID), model, "detections"]),
         sop_instance_uid=dicom_uid.generate_uid(entropy_srcs=[uid, model, "detections"]),
         series_number=SERIES_NUMBER, series_description=SERIES_DESCRIPTION)
-
-
-def encode(dataset: pydicom.Dataset) -> bytes:
-    """A report as the bytes of a DICOM file."""
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def read_detection_report(dataset: pydicom.Dataset) -> List[DetectionFinding]:

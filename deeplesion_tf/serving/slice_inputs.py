@@ -169,18 +169,8 @@ def _with_context(names: Sequence[str], paths: Sequence[str], hus: Sequence[np.n
         hu = detector_pipeline.interpolate_slices(
             np.stack(slices).astype(np.float32),
             stored_interval_mm if known else math.nan, slice_interval_mm, num_slices).numpy()
-    if 1 not in context:  # A lone slice: itself on both sides.
-        context = {-1: names[index], 1: names[index]}
     return SliceInput(names[index], paths[index], hu, spacing, (context[-1], context[1]), notes,
                       is_dicom)
-
-
-def _series_interval(members) -> Optional[float]:
-    """The median distance of consecutive known positions of a series' slices, mm."""
-    positions = [m.slice_position_mm for m in members if m.slice_position_mm is not None]
-    steps = np.abs(np.diff(positions)) if len(positions) >= 2 else np.zeros([0])
-    steps = steps[steps > 0]
-    return float(np.median(steps)) if steps.size else None
 
 
 def _header_only(path: str) -> Optional[ct_reader.CTSlice]:
@@ -232,7 +222,7 @@ def _series_of_folder(files: Sequence[str], png_spacing, salt: str, num_slices: 
         paths = [m[1] for m in members]
         names = [dicom_name(m[2], salt) for m in members]
         hus = [m[2].hu for m in members]
-        interval = _series_interval([m[2] for m in members])
+        interval = ct_reader.slice_interval([m[2].slice_position_mm for m in members])
         for i, (_, path, ct) in enumerate(members):
             if ct.hu is not None:
                 yield _with_context(names, paths, hus, i, ct.pixel_spacing_mm,
