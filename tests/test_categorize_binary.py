@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import h5py
+
 import pytest
 
 from tests import tfds_helpers
@@ -62,6 +64,18 @@ def test_report_montages_plot_and_flags(run):
     assert (run / "cluster_names.csv").read_text().startswith("cluster,name\n1,AA")
 
 
+def test_the_final_network_is_saved_for_the_detector(run):
+    from deeplesion_tf.nets import trunk_file
+
+    spec = trunk_file.read_spec(str(run / "trunk"))
+    assert (spec.width_multiplier, spec.norm, spec.fc_units) == (0.125, "none", 16)
+    report = json.loads((run / "report.json").read_text())
+    assert spec.provenance["iterations"] == len(report["iterations"])
+    assert spec.provenance["k"] == report["final_k"]
+    assert spec.provenance["splits"] == "train+validation+test"
+    assert trunk_file.fc_arrays(str(run / "trunk"))["fc7"][0].shape == (16, 16)
+
+
 def test_pooled_block_features_of_an_ensemble_choose_k_by_agreement(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds_pooled")
     tfds_helpers.build("pacs", data_dir, manual_dir=dummy.DUMMY_DIR)
@@ -72,7 +86,7 @@ def test_pooled_block_features_of_an_ensemble_choose_k_by_agreement(tmp_path_fac
          "--patch_size=32", "--width_multiplier=0.125", "--fc_units=16", "--k=2,3",
          "--max_iterations=1", "--epochs=1", "--batch_size=4", "--padding_px=60",
          "--feature_layer=block2", "--feature_normalization=standardize",
-         "--ensemble_size=3", "--mirror", "--k_criterion=agreement"],
+         "--ensemble_size=3", "--mirror", "--k_criterion=agreement", "--trunk_norm=group"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -95,6 +109,13 @@ def test_pooled_block_features_of_an_ensemble_choose_k_by_agreement(tmp_path_fac
     assert any("did not converge" in w for w in report["warnings"])
     assert any("edge of the k tried" in w for w in report["warnings"])
     assert (out / "k_selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --trunk_norm: a fourth network, with group normalisation, followed the loop and
+    # is the one saved (the encoders have none).
+    from deeplesion_tf.nets import trunk_file
+
+    assert trunk_file.read_spec(str(out / "trunk")).norm == "group"
+    with h5py.File(out / "trunk" / trunk_file.WEIGHTS_FILE, "r") as f:
+        assert "block1_conv1_norm" in f and "block5_conv3_norm" in f
     with open(out / "pseudo_labels.csv", newline="") as f:
         clusters = [int(r["cluster"]) for r in csv.DictReader(f)]
     assert len(clusters) == report["num_lesions"]

@@ -183,8 +183,8 @@ def _fine_tune(model: keras.Model, patches: tf.data.Dataset, labels: np.ndarray,
 
 
 def run(models: Union[keras.Model, Sequence[keras.Model]], patches: tf.data.Dataset,
-        settings: LoopSettings, strategy: Optional[tf.distribute.Strategy] = None
-        ) -> CategorizerResult:
+        settings: LoopSettings, strategy: Optional[tf.distribute.Strategy] = None,
+        followers: Sequence[keras.Model] = ()) -> CategorizerResult:
     """Runs the loop until the clusters converge or `max_iterations` pass.
 
     Args:
@@ -194,6 +194,12 @@ def run(models: Union[keras.Model, Sequence[keras.Model]], patches: tf.data.Data
       patches: the lesion patches (see the module docstring).
       settings: a `LoopSettings`.
       strategy: the `tf.distribute` strategy; the default strategy when None.
+      followers: more VGG16s fine-tuned on every iteration's clusters as the
+        members are, but not encoding: e.g. a network with the detector's trunk
+        settings, saved for the detector to start from, whose group
+        normalisation would change the members' features (on the default PACS
+        it moved the chosen k from 5 to 7). Their accuracies are logged, not
+        reported.
 
     Returns:
       A `CategorizerResult`.
@@ -231,6 +237,11 @@ def run(models: Union[keras.Model, Sequence[keras.Model]], patches: tf.data.Data
         loss, val_accuracy, test_accuracy = np.mean(
             [_fine_tune(model, patches, labels, k, settings, iteration, strategy, member)
              for member, model in enumerate(models)], axis=0).tolist()
+        for j, follower in enumerate(followers):
+            _, _, follower_accuracy = _fine_tune(follower, patches, labels, k, settings,
+                                                 iteration, strategy, len(models) + j)
+            logging.info("Iteration %d: follower %s test accuracy %.3f", iteration,
+                         follower.name, follower_accuracy)
         reports.append(IterationReport(
             iteration=iteration, k=k, k_scores=k_scores,
             cluster_sizes=np.bincount(labels, minlength=k).tolist(), purity=purity, nmi=nmi,

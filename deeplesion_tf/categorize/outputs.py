@@ -12,6 +12,9 @@
                       name the cluster (the paper's 800-patch review)
   metrics.png         purity, NMI and test accuracy over the iterations
   cluster_names.csv   `cluster,name` when a names file was given
+  trunk/              the final fine-tuned network (an ensemble's first member)
+                      by layer name, for the detector to start from
+                      (`nets.trunk_file`; `bin/train_detector --weights=.../trunk`)
 """
 
 from __future__ import annotations
@@ -30,6 +33,34 @@ import numpy as np  # noqa: E402
 from deeplesion_tf.categorize import confidence  # noqa: E402
 from deeplesion_tf.categorize import loop  # noqa: E402
 from deeplesion_tf.categorize import member_agreement  # noqa: E402
+from deeplesion_tf.data import hu_windows  # noqa: E402
+from deeplesion_tf.nets import trunk_file  # noqa: E402
+
+TRUNK_DIR = "trunk"
+
+
+def write_trunk(output_dir: str, model, result: loop.CategorizerResult,
+                settings: loop.LoopSettings, *, patch_size: int, padding_px: float,
+                width_multiplier: float, norm: str, fc_units: int,
+                provenance: Optional[dict] = None) -> str:
+    """`output_dir/trunk`: `model` (fine-tuned by the loop) for the detector; returns the dir.
+
+    The spec records the trunk settings the detector checks (width,
+    normalisation), what the network's input channels held, and how it was
+    trained (iterations, k, lesions, seed, and `provenance`: dataset, splits).
+    """
+    windows = ", ".join(f"[{low:g}, {high:g}]" for low, high in hu_windows.CATEGORIZER_WINDOWS)
+    directory = os.path.join(output_dir, TRUNK_DIR)
+    trunk_file.save(model, directory, trunk_file.TrunkSpec(
+        width_multiplier=width_multiplier, norm=norm, fc_units=fc_units,
+        input_description=f"the key slice under the HU windows {windows}, {patch_size} px "
+                          f"patches of each lesion padded by {padding_px:g} px",
+        source="categorizer",
+        provenance={**(provenance or {}), "seed": settings.seed,
+                    "iterations": len(result.iterations),
+                    "k": int(result.iterations[-1].k) if result.iterations else None,
+                    "converged": bool(result.converged), "lesions": len(result.lesion_ids)}))
+    return directory
 
 
 def write_report(path: str, result: loop.CategorizerResult, settings: loop.LoopSettings,

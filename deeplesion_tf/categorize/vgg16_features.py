@@ -44,6 +44,7 @@ def build_vgg16(
     input_size: int = 224,
     width_multiplier: float = 1.0,
     fc_units: int = 4096,
+    norm: str = "none",
     name: str = "vgg16",
 ) -> keras.Model:
     """VGG16 with FC6, FC7 and a `num_classes` softmax, named as Keras names it.
@@ -58,20 +59,27 @@ def build_vgg16(
       input_size: rows = columns of the input patches; a multiple of 32.
       width_multiplier: scales every convolution's filters.
       fc_units: units of FC6 and FC7.
+      norm: "none" (VGG16, the paper) or "group": group normalisation after
+        each convolution, as the detector's trunk has it with `--backbone_norm=group`,
+        so that the fine-tuned network can start the detector (`nets.trunk_file`).
       name: the model's name.
 
     Raises:
-      ValueError: pretrained weights asked for a network that is not full-size,
-        or an input size that is not a multiple of 32.
+      ValueError: pretrained weights asked for a network that is not full-size
+        or with a normalisation ImageNet's VGG16 lacks, an input size that is not
+        a multiple of 32, or an unknown `norm`.
     """
     size = dict(width_multiplier=width_multiplier, fc_units=fc_units, input_size=input_size)
+    if weights is not None and norm != "none":
+        raise ValueError(f"pretrained VGG16 weights have no normalisation layers; norm={norm!r} "
+                         "needs weights=None")
     if weights is not None and size != _FULL_SIZE:
         raise ValueError(f"pretrained VGG16 weights fit only {_FULL_SIZE}, not {size}; "
                          "use weights=None for a smaller network")
     if input_size % 32 or input_size < 32:
         raise ValueError(f"input_size must be a multiple of 32 (five 2x poolings), got {input_size}")
     inputs = keras.Input((input_size, input_size, 3), name="patch")
-    x = vgg16.conv_stack(inputs, width_multiplier=width_multiplier)
+    x = vgg16.conv_stack(inputs, width_multiplier=width_multiplier, norm=norm)
     x = vgg16.fc_layers(keras.layers.Flatten(name="flatten")(x), fc_units)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs, name=name)

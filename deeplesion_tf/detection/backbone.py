@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import keras
 
+from deeplesion_tf.nets import trunk_file
 from deeplesion_tf.nets import vgg16
 
 STRIDE = 8
@@ -43,9 +44,12 @@ def build_backbone(
 
     Args:
       weights: None (random initialisation), "imagenet" (Keras downloads the
-        no-top file once into ~/.keras/models), or the path of a local Keras
+        no-top file once into ~/.keras/models), the path of a local Keras
         VGG16 weights file, with or without the classifier: a legacy `.h5`
-        (as the ImageNet downloads) or a Keras 3 `.weights.h5`.
+        (as the ImageNet downloads) or a Keras 3 `.weights.h5`; or a trunk
+        trained on this project's data (`nets.trunk_file`, e.g. the
+        categorizer's `OUTPUT_DIR/trunk`), whose width and normalisation must
+        be this trunk's.
       width_multiplier: scales every convolution's filters (below 1 for CPU runs).
       frozen_blocks: blocks 1 .. `frozen_blocks` are not trainable (Faster
         R-CNN fine-tunes from conv3_1 on: 2); 0 to 5.
@@ -63,11 +67,15 @@ def build_backbone(
       VGG16 preprocessing, so an exported graph takes [0, 1] images.
 
     Raises:
-      ValueError: pretrained weights with `width_multiplier != 1` (they only fit
-        the full-size network), `frozen_blocks` outside 0..5, or an unknown `norm`
-        (the last two checked by `vgg16.conv_stack`).
+      ValueError: Keras VGG16 weights with `width_multiplier != 1` (they only fit
+        the full-size network), a saved trunk of another width or normalisation
+        (`trunk_file.check_fits`), `frozen_blocks` outside 0..5, or an unknown
+        `norm` (the last two checked by `vgg16.conv_stack`).
     """
-    if weights is not None and width_multiplier != 1.0:
+    own_trunk = trunk_file.is_trunk(weights)
+    if own_trunk:  # Fail before building anything.
+        trunk_file.check_fits(weights, width_multiplier=width_multiplier, norm=norm)
+    elif weights is not None and width_multiplier != 1.0:
         raise ValueError(f"pretrained VGG16 weights fit only width_multiplier=1.0, not "
                          f"{width_multiplier}; use weights=None for a narrower trunk")
     inputs = keras.Input((None, None, 3), name="image")
@@ -78,6 +86,9 @@ def build_backbone(
                          pool_padding="same", norm=norm, frozen_blocks=frozen_blocks,
                          kernel_initializer="he_normal")
     model = keras.Model(inputs, x, name=name)
-    if weights is not None:
+    if own_trunk:
+        trunk_file.load_convolutions(model, weights, width_multiplier=width_multiplier,
+                                     norm=norm)
+    elif weights is not None:
         vgg16.load_convolutions(model, weights)
     return model

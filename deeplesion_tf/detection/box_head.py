@@ -16,7 +16,7 @@ Outputs: `class_logits` `[B, R, K + 1]`, column 0 the background, and
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -94,8 +94,14 @@ class BoxHead(keras.layers.Layer):
             "deltas": tf.reshape(self.regressor(x), [batch, num_rois, self.num_classes, 4]),
         }
 
-    def load_fc_weights(self, fc_weights: Mapping[str, Sequence[np.ndarray]]) -> None:
-        """Copies FC6 and FC7 from `nets.vgg16.fc_weights` (call after the layer is built).
+    def load_fc_weights(self, fc_weights: Mapping[str, Sequence[np.ndarray]],
+                        layers: Sequence[str] = ("fc6", "fc7")) -> None:
+        """Copies FC6 and FC7 (or the named ones of them) from `fc_weights` (after building).
+
+        Args:
+          fc_weights: `{"fc6": [kernel, bias], "fc7": [kernel, bias]}`, e.g. from
+            `nets.vgg16.fc_weights` or `nets.trunk_file.fc_arrays`.
+          layers: which of "fc6", "fc7" to copy.
 
         Raises:
           ValueError: the layer is not built, a key is missing, or the shapes
@@ -104,18 +110,24 @@ class BoxHead(keras.layers.Layer):
         if not self.built:
             raise ValueError("build the BoxHead (call it once on pooled RoIs) before loading "
                              "FC weights")
-        layers = {"fc6": self.fc6, "fc7": self.fc7}
-        missing = sorted(set(layers) - set(fc_weights))
+        targets = {"fc6": self.fc6, "fc7": self.fc7}
+        targets = {key: targets[key] for key in layers}
+        missing = sorted(set(targets) - set(fc_weights))
         if missing:
             raise ValueError(f"fc_weights lacks {missing}; it has {sorted(fc_weights)}")
-        for key, layer in layers.items():  # All checked before any is set.
+        for key, layer in targets.items():  # All checked before any is set.
             expected = [tuple(v.shape) for v in layer.weights]
             given = [tuple(np.shape(a)) for a in fc_weights[key]]
             if given != expected:
                 raise ValueError(f"{key} weights of shapes {given} do not fit the layer's "
                                  f"[kernel, bias] shapes {expected}")
-        for key, layer in layers.items():
+        for key, layer in targets.items():
             layer.set_weights([np.asarray(a) for a in fc_weights[key]])
+
+    def fc_shapes(self) -> Dict[str, List[tuple]]:
+        """`{"fc6": [kernel shape, bias shape], "fc7": ...}` of the built layers."""
+        return {key: [tuple(v.shape) for v in layer.weights]
+                for key, layer in (("fc6", self.fc6), ("fc7", self.fc7))}
 
     def get_config(self):
         config = super().get_config()

@@ -25,6 +25,7 @@ from typing import Dict, Optional
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from deeplesion_tf.detection import backbone as backbone_lib
 from deeplesion_tf.detection import context_fusion as context_fusion_lib
@@ -37,6 +38,7 @@ from deeplesion_tf.detection import roi_pooler as roi_pooler_lib
 from deeplesion_tf.detection import roi_sampler as roi_sampler_lib
 from deeplesion_tf.detection import rpn_head as rpn_head_lib
 from deeplesion_tf.detection import rpn_targets as rpn_targets_lib
+from deeplesion_tf.nets import trunk_file
 from deeplesion_tf.nets import vgg16
 
 LOSS_NAMES = ("rpn_class_loss", "rpn_box_loss", "rcnn_class_loss", "rcnn_box_loss")
@@ -183,6 +185,27 @@ _STAGES = ("backbone", "rpn_head", "rpn_targets", "proposal_generator", "roi_sam
            "roi_pooler", "box_head", "detection_generator")
 
 
+def _load_fitting_fc(box_head, weights: str) -> None:
+    """FC6/FC7 of a saved trunk into the box head, each where its shapes fit.
+
+    The categorizer's FC6 reads pool5 of its patches (2 x 2 cells at 64 px), the
+    box head's the 7 x 7 pooled RoI, so at CPU sizes only FC7 usually fits; a
+    layer that does not fit keeps its random initialisation, and the log says so.
+    """
+    saved = trunk_file.fc_arrays(weights)
+    shapes = box_head.fc_shapes()
+    fitting = [k for k in ("fc6", "fc7")
+               if k in saved and [a.shape for a in saved[k]] == shapes[k]]
+    box_head.load_fc_weights(saved, layers=fitting)
+    for key in ("fc6", "fc7"):
+        if key not in fitting:
+            logging.info("The box head's %s starts randomly: the trunk's %s (%s) does not fit %s",
+                         key, key, [a.shape for a in saved[key]] if key in saved else "absent",
+                         shapes[key])
+    if fitting:
+        logging.info("The box head's %s start from the trunk %s", ", ".join(fitting), weights)
+
+
 def build_faster_rcnn(config: config_lib.DetectorConfig, *,
                       name: str = "faster_rcnn") -> FasterRCNN:
     """A `FasterRCNN` from a `config.DetectorConfig` (the paper's by default).
@@ -204,8 +227,9 @@ def build_faster_rcnn(config: config_lib.DetectorConfig, *,
     # The RPN head's conv is as wide as conv5_3 unless the config says otherwise.
     channels = vgg16.channels(vgg16.BLOCKS[-1][0], backbone_config.width_multiplier)
     weights = backbone_config.weights
+    own_trunk = trunk_file.is_trunk(weights)
     fc_from_vgg16 = head.fc_from_vgg16 and weights is not None
-    if fc_from_vgg16 and (head.fc_units, config.pooler.output_size) != (4096, 7):
+    if fc_from_vgg16 and not own_trunk and (head.fc_units, config.pooler.output_size) != (4096, 7):
         raise ValueError(f"VGG16's FC6/FC7 fit fc_units=4096 and pool_size=7, not {head.fc_units} "
                          f"and {config.pooler.output_size}; pass fc_from_vgg16=False to "
                          "initialise them randomly")
@@ -250,7 +274,15 @@ def build_faster_rcnn(config: config_lib.DetectorConfig, *,
     # One pass on zeros creates the variables (`FasterRCNN.build`).
     size = config.inputs.image_size
     model.build((1, size, size, 3 * backbone_config.num_context_images))
-    if fc_from_vgg16:
+    if own_trunk:
+        spec = trunk_file.read_spec(weights)
+        logging.info("The trunk %s was trained by the %s on %s (provenance %s); this detector "
+                     "reads %d slices under the windows %s", weights, spec.source or "?",
+                     spec.input_description or "?", spec.provenance,
+                     3 * backbone_config.num_context_images, list(config.inputs.windows))
+    if fc_from_vgg16 and own_trunk:
+        _load_fitting_fc(model.box_head, weights)
+    elif fc_from_vgg16:
         try:
             fc = vgg16.fc_weights(weights)
         except ValueError as error:
