@@ -74,7 +74,7 @@ def _train_and_evaluate(args, data_dir, categorize_dir, pseudo_labels, names_csv
     start_flags = {"random": [], "categorizer": [f"--weights={trunk}"]}
     for seed in args.seeds:  # Seeds outer: a partial run has whole quadruples.
         for start in STARTS:
-            for kind in KINDS:
+            for kind in args.kinds:
                 name = _name(kind, start, seed)
                 model_dir = os.path.join(args.work_dir, "detector_" + name)
                 train = base._bin("train_detector")
@@ -156,10 +156,15 @@ def main():
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--steps", type=int, default=None, help="Detector steps (the preset's).")
+    parser.add_argument("--kinds", default="single,multi",
+                        type=lambda s: [v for v in s.split(",") if v],
+                        help="Class arms: single, multi or both.")
     parser.add_argument("--categorizer_k", type=int, default=5)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--bootstrap_seed", type=int, default=0)
     args = parser.parse_args()
+    if not args.kinds or set(args.kinds) - set(KINDS):
+        parser.error(f"--kinds: one or both of {', '.join(KINDS)}")
     started = time.time()
     data_dir = args.data_dir or os.path.join(args.work_dir, "tensorflow_datasets")
     os.makedirs(args.work_dir, exist_ok=True)
@@ -176,23 +181,25 @@ def main():
     from deeplesion_tf.evaluation import intervals
 
     scores = {key: intervals.load_image_scores(d) for key, d in dirs.items()}
-    keyed = {start: {(kind, s): scores[kind, start, s] for kind in KINDS for s in args.seeds}
+    kinds = args.kinds
+    keyed = {start: {(kind, s): scores[kind, start, s] for kind in kinds for s in args.seeds}
              for start in STARTS}
     by_kind = {kind: {(start, s): scores[kind, start, s] for start in STARTS for s in args.seeds}
-               for kind in KINDS}
+               for kind in kinds}
     common = dict(resamples=args.resamples, seed=args.bootstrap_seed)
     comparisons = {}
-    for kind in KINDS:
+    for kind in kinds:
         comparisons[f"{kind}-class: from the categorizer's network (second) vs from random "
                     "weights (first)"] = _paired(by_kind[kind], args.seeds, "random",
                                                  "categorizer", b_better="pretrained better",
                                                  a_better="random better", **common)
-    for start in STARTS:
+    for start in STARTS if len(kinds) == 2 else ():
         comparisons[f"from {start} weights: multi-class (second) vs single-class (first)"] = (
             _paired(keyed[start], args.seeds, "single", "multi", b_better="multi-class better",
                     a_better="single-class better", **common))
-    first = scores[KINDS[0], STARTS[0], args.seeds[0]]
+    first = scores[kinds[0], STARTS[0], args.seeds[0]]
     result = {"dataset": args.dataset, "seeds": args.seeds, "resamples": args.resamples,
+              "kinds": kinds, "steps": args.steps,
               "num_images": first.num_images, "num_patients": first.num_patients,
               "categorizer": categorizer, "comparisons": comparisons, "seconds": seconds,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
