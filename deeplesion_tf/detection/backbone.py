@@ -73,9 +73,7 @@ def build_backbone(
         `norm` (the last two checked by `vgg16.conv_stack`).
     """
     own_trunk = trunk_file.is_trunk(weights)
-    if own_trunk:  # Fail before building anything.
-        trunk_file.check_fits(weights, width_multiplier=width_multiplier, norm=norm)
-    elif weights is not None and width_multiplier != 1.0:
+    if not own_trunk and weights is not None and width_multiplier != 1.0:
         raise ValueError(f"pretrained VGG16 weights fit only width_multiplier=1.0, not "
                          f"{width_multiplier}; use weights=None for a narrower trunk")
     inputs = keras.Input((None, None, 3), name="image")

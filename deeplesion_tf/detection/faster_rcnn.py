@@ -274,12 +274,6 @@ def build_faster_rcnn(config: config_lib.DetectorConfig, *,
     # One pass on zeros creates the variables (`FasterRCNN.build`).
     size = config.inputs.image_size
     model.build((1, size, size, 3 * backbone_config.num_context_images))
-    if own_trunk:
-        spec = trunk_file.read_spec(weights)
-        logging.info("The trunk %s was trained by the %s on %s (provenance %s); this detector "
-                     "reads %d slices under the windows %s", weights, spec.source or "?",
-                     spec.input_description or "?", spec.provenance,
-                     3 * backbone_config.num_context_images, list(config.inputs.windows))
     if fc_from_vgg16 and own_trunk:
         _load_fitting_fc(model.box_head, weights)
     elif fc_from_vgg16:

@@ -147,7 +147,7 @@ def check_fits(path: str, *, width_multiplier: float, norm: str) -> TrunkSpec:
             f"the trunk in {_directory(path)} does not fit this network: "
             + ", ".join(f"{k} is {saved[k]!r} there but {asked[k]!r} here" for k in differ)
             + " (detector flags --width_multiplier and --backbone_norm; categorizer flags "
-            "--width_multiplier and --backbone_norm); train both with the same trunk")
+            "--width_multiplier and --trunk_norm); train both with the same trunk")
     return spec
 
 
@@ -174,7 +174,7 @@ def load_convolutions(model: keras.Model, path: str, *, width_multiplier: float,
       ValueError: the settings differ (`check_fits`), or a layer is missing
         from the file or has other shapes.
     """
-    check_fits(path, width_multiplier=width_multiplier, norm=norm)
+    spec = check_fits(path, width_multiplier=width_multiplier, norm=norm)
     wanted = [layer for layer in model.layers
               if layer.weights and (layer.name in vgg16.conv_layer_names()
                                     or layer.name.endswith("_norm"))]
@@ -190,7 +190,10 @@ def load_convolutions(model: keras.Model, path: str, *, width_multiplier: float,
                              f"{given}, this network's {expected}")
     for layer in wanted:
         layer.set_weights(arrays[layer.name])
-    logging.info("Loaded the trunk %s into %d layers", path, len(wanted))
+    # What the trunk's input held, beside the detector pipeline's own log of its input.
+    logging.info("Loaded the trunk %s into %d layers; trained by the %s on %s (provenance %s)",
+                 path, len(wanted), spec.source or "?", spec.input_description or "?",
+                 spec.provenance)
     return [layer.name for layer in wanted]
 
 
