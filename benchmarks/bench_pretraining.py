@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Does the categorizer's network help the detector start? Random vs pretrained (issue 25).
+"""Does pretraining on our own data help the detector start? Random vs two pretrainings (issue 25).
 
     python benchmarks/bench_pretraining.py --work_dir=DIR [--seeds=0,1,2]
         [--dataset=deeplesion/synthetic_benchmark] [--data_dir=TFDS_DATA_DIR]
@@ -11,11 +11,13 @@ Steps, each skipped when its result is already in `--work_dir` (a re-run resumes
      bench_multi_vs_single.py) on the **train and validation** splits only, so
      that neither its pseudo labels nor its saved trunk have seen a test slice;
      it writes the pseudo labels and `categorize/trunk`;
-  3. for every seed, the detector preset (configs/quickstart.flags, same steps)
-     four times: single- and multi-class, each from random weights and from
-     `--weights=categorize/trunk`;
-  4. `bin/evaluate_detector` of each on the test split (patient-bootstrap intervals);
-  5. per class arm, pretrained - random paired on the same test slices, per seed
+  3. `bin/pretrain_trunk` (configs/pretrain_quickstart.flags: SimCLR on the
+     unlabelled slices of the train and validation patients) into `pretrain/`;
+  4. for every seed, the detector preset (configs/quickstart.flags, same steps)
+     per class arm (`--kinds`) and start (`--starts`): from random weights, from
+     `--weights=categorize/trunk` and from `--weights=pretrain/trunk`;
+  5. `bin/evaluate_detector` of each on the test split (patient-bootstrap intervals);
+  6. per class arm, each pretrained start - random paired on the same test slices, per seed
      and pooled over seeds (patients and seeds intervals, as
      bench_multi_vs_single.py); and multi - single within each start.
 Prints markdown for benchmarks/BENCHMARKS.md and writes `DIR/pretraining.json`.
@@ -35,7 +37,9 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import bench_multi_vs_single as base  # noqa: E402  The same steps and cells.
 
 KINDS = ("single", "multi")
-STARTS = ("random", "categorizer")
+STARTS = ("random", "categorizer", "simclr")
+PRETRAINED = {"categorizer": "from the categorizer's network",
+              "simclr": "from SimCLR on unlabelled slices"}
 _METRICS = ("detection_accuracy", "ap50", "froc_mean_0.5_to_4", "froc_1", "froc_4")
 
 
@@ -66,14 +70,32 @@ def _categorize(args, data_dir):
     return out, pseudo_labels, names_csv, truth, summary
 
 
-def _train_and_evaluate(args, data_dir, categorize_dir, pseudo_labels, names_csv, truth):
+def _pretrain(args, truth):
+    """SimCLR on the unlabelled slices of the train and validation patients (the preset)."""
+    out = os.path.join(args.work_dir, "pretrain")
+    dicom = os.path.join(os.path.dirname(truth), "dicom")
+    base._run("pretrain", base._bin("pretrain_trunk") + [
+        "--flagfile=" + os.path.join(REPO, "configs", "pretrain_quickstart.flags"),
+        f"--dicom_dir={dicom}", f"--output_dir={out}"],
+        done=os.path.join(out, "report.json"))
+    with open(os.path.join(out, "report.json")) as f:
+        report = json.load(f)
+    return out, {"slices": report["data"]["slices_used"], "patients": report["data"]["patients"],
+                 "steps": report["settings"]["steps"],
+                 "final_nt_xent": report["history"]["loss"][-1],
+                 "final_partner_accuracy": report["history"]["accuracy"][-1]}
+
+
+def _train_and_evaluate(args, data_dir, categorize_dir, pretrain_dir, pseudo_labels, names_csv,
+                        truth):
     dirs, seconds = {}, {}
     extra = {"single": [], "multi": ["--classes=pseudo_labels", f"--pseudo_labels={pseudo_labels}",
                                      f"--class_names={names_csv}"]}
     trunk = os.path.join(categorize_dir, "trunk")
-    start_flags = {"random": [], "categorizer": [f"--weights={trunk}"]}
-    for seed in args.seeds:  # Seeds outer: a partial run has whole quadruples.
-        for start in STARTS:
+    start_flags = {"random": [], "categorizer": [f"--weights={trunk}"],
+                   "simclr": [f"--weights={os.path.join(pretrain_dir or '', 'trunk')}"]}
+    for seed in args.seeds:  # Seeds outer: a partial run has whole sets of arms.
+        for start in args.starts:
             for kind in args.kinds:
                 name = _name(kind, start, seed)
                 model_dir = os.path.join(args.work_dir, "detector_" + name)
@@ -130,6 +152,11 @@ def _markdown(result):
              f"k = {result['categorizer']['k']}, purity {result['categorizer']['purity']:.3f}, "
              f"NMI {result['categorizer']['nmi']:.3f} against the planted categories); "
              f"{result['resamples']} bootstrap resamples over patients.", ""]
+    if result.get("pretraining"):
+        t = result["pretraining"]
+        lines[0] += (f" SimCLR on {t['slices']} unlabelled slices of {t['patients']} train and "
+                     f"validation patients, {t['steps']} steps (NT-Xent {t['final_nt_xent']:.3f}, "
+                     f"partner found {t['final_partner_accuracy']:.2f}).")
     for title, rows in result["comparisons"].items():
         lines += [f"**{title}** (metrics in %; difference in points):", "",
                   "| metric | first, mean of seeds | second, mean of seeds | second - first: "
@@ -159,12 +186,17 @@ def main():
     parser.add_argument("--kinds", default="single,multi",
                         type=lambda s: [v for v in s.split(",") if v],
                         help="Class arms: single, multi or both.")
+    parser.add_argument("--starts", default="random,categorizer,simclr",
+                        type=lambda s: [v for v in s.split(",") if v],
+                        help="Starts compared: random and one or both pretrainings.")
     parser.add_argument("--categorizer_k", type=int, default=5)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--bootstrap_seed", type=int, default=0)
     args = parser.parse_args()
     if not args.kinds or set(args.kinds) - set(KINDS):
         parser.error(f"--kinds: one or both of {', '.join(KINDS)}")
+    if "random" not in args.starts or len(args.starts) < 2 or set(args.starts) - set(STARTS):
+        parser.error(f"--starts: random and one or more of {', '.join(STARTS[1:])}")
     started = time.time()
     data_dir = args.data_dir or os.path.join(args.work_dir, "tensorflow_datasets")
     os.makedirs(args.work_dir, exist_ok=True)
@@ -176,30 +208,34 @@ def main():
                           "deeplesion", "--imports", "tfds_deeplesion", "--config", config,
                           "--data_dir", data_dir], done=built[0] if built else None)
     categorize_dir, pseudo_labels, names_csv, truth, categorizer = _categorize(args, data_dir)
-    dirs, seconds = _train_and_evaluate(args, data_dir, categorize_dir, pseudo_labels,
-                                        names_csv, truth)
+    pretrain_dir, pretraining = (_pretrain(args, truth) if "simclr" in args.starts
+                                 else (None, None))
+    dirs, seconds = _train_and_evaluate(args, data_dir, categorize_dir, pretrain_dir,
+                                        pseudo_labels, names_csv, truth)
     from deeplesion_tf.evaluation import intervals
 
     scores = {key: intervals.load_image_scores(d) for key, d in dirs.items()}
     kinds = args.kinds
+    starts = args.starts
     keyed = {start: {(kind, s): scores[kind, start, s] for kind in kinds for s in args.seeds}
-             for start in STARTS}
-    by_kind = {kind: {(start, s): scores[kind, start, s] for start in STARTS for s in args.seeds}
+             for start in starts}
+    by_kind = {kind: {(start, s): scores[kind, start, s] for start in starts for s in args.seeds}
                for kind in kinds}
     common = dict(resamples=args.resamples, seed=args.bootstrap_seed)
     comparisons = {}
     for kind in kinds:
-        comparisons[f"{kind}-class: from the categorizer's network (second) vs from random "
-                    "weights (first)"] = _paired(by_kind[kind], args.seeds, "random",
-                                                 "categorizer", b_better="pretrained better",
-                                                 a_better="random better", **common)
-    for start in STARTS if len(kinds) == 2 else ():
+        for start in starts[1:]:
+            comparisons[f"{kind}-class: {PRETRAINED[start]} (second) vs from random weights "
+                        "(first)"] = _paired(by_kind[kind], args.seeds, "random", start,
+                                             b_better="pretrained better",
+                                             a_better="random better", **common)
+    for start in starts if len(kinds) == 2 else ():
         comparisons[f"from {start} weights: multi-class (second) vs single-class (first)"] = (
             _paired(keyed[start], args.seeds, "single", "multi", b_better="multi-class better",
                     a_better="single-class better", **common))
     first = scores[kinds[0], STARTS[0], args.seeds[0]]
     result = {"dataset": args.dataset, "seeds": args.seeds, "resamples": args.resamples,
-              "kinds": kinds, "steps": args.steps,
+              "kinds": kinds, "starts": starts, "steps": args.steps, "pretraining": pretraining,
               "num_images": first.num_images, "num_patients": first.num_patients,
               "categorizer": categorizer, "comparisons": comparisons, "seconds": seconds,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

@@ -16,6 +16,7 @@ PRESETS = {
     "3dce_faster_rcnn_3slice.flags": "train_detector",
     "3dce_27slice.flags": "train_detector",
     "3dce_quickstart.flags": "train_detector",
+    "pretrain_quickstart.flags": "pretrain_trunk",
 }
 # Loads the binary's flag definitions without running it, parses the preset,
 # and prints the values that the preset sets.
@@ -57,7 +58,8 @@ def test_paper_presets_are_the_papers_settings(preset):
 
 REQUIRED = {"train_detector": ("--model_dir=unused", "--data_dir=unused"),
             "categorize_lesions": ("--output_dir=unused", "--data_dir=unused"),
-            "make_synthetic_pacs": ("--output_dir=unused",)}
+            "make_synthetic_pacs": ("--output_dir=unused",),
+            "pretrain_trunk": ("--output_dir=unused", "--dicom_dir=unused")}
 
 
 def test_other_presets_parse():
@@ -66,6 +68,16 @@ def test_other_presets_parse():
     for preset in ("categorize_quickstart.flags", "synthetic_pacs.flags"):
         binary = PRESETS[preset]
         assert _parse(binary, preset, *REQUIRED[binary])
+
+
+def test_pretraining_preset_builds_the_detector_preset_s_trunk():
+    # bin/train_detector --weights=DIR/trunk refuses a trunk of other settings (issue 25).
+    detector = _parse("train_detector", "quickstart.flags", *REQUIRED["train_detector"])
+    pretrain = _parse("pretrain_trunk", "pretrain_quickstart.flags", *REQUIRED["pretrain_trunk"])
+    assert pretrain["splits"] == "['train', 'validation']"
+    assert pretrain["norm"] == detector["backbone_norm"] == "group"
+    for name in ("image_size", "window", "width_multiplier"):
+        assert pretrain[name] == detector[name], name
 
 
 @pytest.mark.parametrize("preset, images", [("3dce_faster_rcnn_3slice.flags", "1"),

@@ -1,6 +1,6 @@
 """The package's one dependency line, read from its imports (issue 20).
 
-    data -> nets -> (categorize | detection) -> (evaluation | serving)
+    data -> nets -> (categorize | detection | pretrain) -> (evaluation | serving)
 
 with `ops/` under `detection`, `distribute` (the strategy factory) a base module
 any layer may use, and `tfds_deeplesion` (the dataset builder) beside `data`,
@@ -21,6 +21,7 @@ ALLOWED = {
     "nets": {"data"},
     "categorize": {"data", "nets", "distribute"},
     "detection": {"data", "nets", "ops", "distribute"},
+    "pretrain": {"data", "nets", "distribute"},
     "evaluation": {"data", "nets", "ops", "distribute", "categorize", "detection"},
     "serving": {"data", "nets", "ops", "distribute", "categorize", "detection"},
     "tfds_deeplesion": {"data"},

@@ -346,14 +346,14 @@ def index_directories(root: epath.PathLike, directories: Sequence[str]) -> Dict[
     return index
 
 
-def _series_members(index: Dict[str, Instance], series_uid: str) -> List[Instance]:
+def series_members(index: Dict[str, Instance], series_uid: str) -> List[Instance]:
     """The slices of a series from head to feet (`ct_reader.head_to_feet_key`)."""
     members = [i for i in index.values() if i.series_instance_uid == series_uid]
     return sorted(members, key=lambda i: ct_reader.head_to_feet_key(
         i.position, i.instance_number, i.path))
 
 
-def _slice_interval(members: Sequence[Instance], fallback: Optional[float]) -> float:
+def series_interval(members: Sequence[Instance], fallback: Optional[float]) -> float:
     interval = ct_reader.slice_interval([m.position for m in members])
     if interval is not None:
         return interval
@@ -401,8 +401,8 @@ def _read(path: str) -> ct_reader.CTSlice:
         raise ct_reader.CTReadError(path, f"cannot be read ({e})", ct_reader.NOT_DICOM) from e
 
 
-def _neighbour(members: Sequence[Instance], position: int, step: int, interval: float
-               ) -> Union[Instance, str]:
+def neighbour_slice(members: Sequence[Instance], position: int, step: int, interval: float
+                    ) -> Union[Instance, str]:
     """The slice `step` away from the key slice `members[position]`, or why there is none.
 
     Past the ends of a series the last slice stands in (the key slice itself for
@@ -491,14 +491,14 @@ def process_series(
         outcomes.extend(skips.Repair(skips.INVALID_OPTIONAL_VALUE, f"{where}: {message}: ignored")
                         for message in ct.ignored)
 
-        members = _series_members(index, located.series_instance_uid)
+        members = series_members(index, located.series_instance_uid)
         position = [m.sop_instance_uid for m in members].index(located.sop_instance_uid)
-        interval = _slice_interval(members, ct.slice_thickness_mm)
+        interval = series_interval(members, ct.slice_thickness_mm)
         images = {"image": encoded(ct, located.path)}
         steps = [("previous_slice", -1), ("next_slice", 1)] + [
             (f"context slice {step:+d}", step) for step in key_slice.context_steps(context_slices)]
         for name, step in steps:
-            neighbour = _neighbour(members, position, step, interval)
+            neighbour = neighbour_slice(members, position, step, interval)
             try:
                 if isinstance(neighbour, str):
                     raise ct_reader.CTReadError(located.path, neighbour, ct_reader.UNSUPPORTED)
