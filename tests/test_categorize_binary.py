@@ -76,6 +76,32 @@ def test_the_final_network_is_saved_for_the_detector(run):
     assert trunk_file.fc_arrays(str(run / "trunk"))["fc7"][0].shape == (16, 16)
 
 
+def test_a_saved_trunk_starts_the_next_categorizer(run, tmp_path_factory):
+    # --weights=DIR/trunk (bin/pretrain_trunk's, or an earlier run's as here), issue 25.
+    from deeplesion_tf.nets import trunk_file
+
+    data_dir = tmp_path_factory.mktemp("tfds_started")
+    tfds_helpers.build("pacs", data_dir, manual_dir=dummy.DUMMY_DIR)
+    common = [sys.executable, str(REPO_ROOT / "bin" / "categorize_lesions"),
+              f"--data_dir={data_dir}", "--dataset=deeplesion/pacs", "--patch_size=32",
+              "--fc_units=16", "--k=2", "--max_iterations=1", "--epochs=1", "--batch_size=4",
+              f"--weights={run / 'trunk'}"]
+    out = tmp_path_factory.mktemp("started")
+    result = subprocess.run(common + ["--width_multiplier=0.125", f"--output_dir={out}"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Loaded the trunk" in result.stderr
+    spec = trunk_file.read_spec(str(out / "trunk"))
+    assert spec.provenance["weights"] == str(run / "trunk")
+    # A trunk of another width is refused by name before anything is written.
+    never = tmp_path_factory.mktemp("refused_trunk") / "out"
+    refused = subprocess.run(common + ["--width_multiplier=0.25", f"--output_dir={never}"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "width_multiplier is 0.125 there but 0.25 here" in refused.stderr
+    assert not never.exists()
+
+
 def test_pooled_block_features_of_an_ensemble_choose_k_by_agreement(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds_pooled")
     tfds_helpers.build("pacs", data_dir, manual_dir=dummy.DUMMY_DIR)

@@ -116,3 +116,25 @@ def test_a_folder_without_a_spec_is_no_trunk(tmp_path):
     assert not trunk_file.is_trunk("imagenet") and not trunk_file.is_trunk(None)
     with pytest.raises(ValueError, match="trunk.json is missing"):
         trunk_file.read_spec(str(tmp_path))
+
+
+def test_the_categorizer_starts_from_a_saved_trunk(categorizer):
+    # bin/categorize_lesions --weights=DIR/trunk (e.g. bin/pretrain_trunk's): the convolutions
+    # and their normalisations, and FC6/FC7 where they fit, at another patch size too.
+    model, directory = categorizer
+    started = vgg16_features.build_vgg16(weights=directory, input_size=2 * _PATCH,
+                                         width_multiplier=_WIDTH, fc_units=_FC_UNITS,
+                                         num_classes=3, norm="group", name="started")
+    for name in vgg16.conv_layer_names():
+        for layer in (name, f"{name}_norm"):
+            for ours, theirs in zip(started.get_layer(layer).get_weights(),
+                                    model.get_layer(layer).get_weights()):
+                np.testing.assert_array_equal(ours, theirs)
+    # FC6 reads 2 x 2 x C here, 1 x 1 x C there: it starts randomly; FC7 (16 -> 16) fits.
+    np.testing.assert_array_equal(started.get_layer("fc2").get_weights()[0],
+                                  model.get_layer("fc2").get_weights()[0])
+    assert started.get_layer("fc1").get_weights()[0].shape != (
+        model.get_layer("fc1").get_weights()[0].shape)
+    with pytest.raises(ValueError, match="norm is 'group' there but 'none' here"):
+        vgg16_features.build_vgg16(weights=directory, input_size=_PATCH, width_multiplier=_WIDTH,
+                                   fc_units=_FC_UNITS, num_classes=3, norm="none")

@@ -21,8 +21,10 @@ from typing import List, Sequence, Tuple
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from tqdm import tqdm
 
+from deeplesion_tf.nets import trunk_file
 from deeplesion_tf.nets import vgg16
 
 _FULL_SIZE = dict(width_multiplier=1.0, fc_units=4096, input_size=224)
@@ -55,6 +57,9 @@ def build_vgg16(
         weights file with the classifier (`vgg16_weights_tf_dim_ordering_tf_kernels.h5`).
         The convolutions, FC6 and FC7 take those weights; the classifier too
         when `num_classes` is 1000.
+        Or a saved trunk (`nets.trunk_file`: `bin/pretrain_trunk`'s or an earlier
+        categorizer's `OUTPUT_DIR/trunk`), of any size, whose width and
+        normalisation must be this network's.
       num_classes: outputs of the final softmax (the clusters when fine-tuning).
       input_size: rows = columns of the input patches; a multiple of 32.
       width_multiplier: scales every convolution's filters.
@@ -65,11 +70,27 @@ def build_vgg16(
       name: the model's name.
 
     Raises:
-      ValueError: pretrained weights asked for a network that is not full-size
+      ValueError: a saved trunk of another width or normalisation
+        (`trunk_file.check_fits`); ImageNet weights asked for a network that is not full-size
         or with a normalisation ImageNet's VGG16 lacks, an input size that is not
         a multiple of 32, or an unknown `norm`.
     """
     size = dict(width_multiplier=width_multiplier, fc_units=fc_units, input_size=input_size)
+    if trunk_file.is_trunk(weights):
+        # A trunk of this project's own training fits any input size and FC width:
+        # its convolutions load by name, FC6/FC7 where their shapes fit.
+        model = build_vgg16(num_classes=num_classes, input_size=input_size,
+                            width_multiplier=width_multiplier, fc_units=fc_units, norm=norm,
+                            name=name)
+        trunk_file.load_convolutions(model, weights, width_multiplier=width_multiplier, norm=norm)
+        for paper_name, arrays in trunk_file.fc_arrays(weights).items():
+            layer = model.get_layer(vgg16.FC_LAYERS[paper_name])
+            if [tuple(v.shape) for v in layer.weights] == [a.shape for a in arrays]:
+                layer.set_weights(arrays)
+            else:
+                logging.info("%s of the trunk in %s does not fit %s's (%s): it starts randomly",
+                             paper_name, weights, name, [tuple(v.shape) for v in layer.weights])
+        return model
     if weights is not None and norm != "none":
         raise ValueError(f"pretrained VGG16 weights have no normalisation layers; norm={norm!r} "
                          "needs weights=None")
@@ -77,7 +98,8 @@ def build_vgg16(
         raise ValueError(f"pretrained VGG16 weights fit only {_FULL_SIZE}, not {size}; "
                          "use weights=None for a smaller network")
     if input_size % 32 or input_size < 32:
-        raise ValueError(f"input_size must be a multiple of 32 (five 2x poolings), got {input_size}")
+        raise ValueError(
+            f"input_size must be a multiple of 32 (five 2x poolings), got {input_size}")
     inputs = keras.Input((input_size, input_size, 3), name="patch")
     x = vgg16.conv_stack(inputs, width_multiplier=width_multiplier, norm=norm)
     x = vgg16.fc_layers(keras.layers.Flatten(name="flatten")(x), fc_units)
