@@ -6,14 +6,16 @@
 
 The dataset must be built (bench_pretraining.py builds it). Steps, each skipped
 when its result is already in `--work_dir`:
-  1. `bin/pretrain_trunk` (configs/pretrain_quickstart.flags with `--norm=none`, the
-     categorizer's encoders have no normalisation) on the unlabelled slices of the
-     `--splits` patients, into `pretrain_none/`;
+  1. `bin/pretrain_trunk` (configs/pretrain_quickstart.flags, group normalisation) on
+     the unlabelled slices of the `--splits` patients, into `pretrain/`; or `--trunk`
+     names one already trained (bench_pretraining.py's `WORK_DIR/pretrain/trunk`);
   2. per seed, `bin/categorize_lesions` (configs/categorize_quickstart.flags) on the
      same splits with one encoder (`--ensemble_size=1`: members loaded from one
-     trunk would be the same network) and `--k` fixed (the planted count, so that
-     the comparison is of the features, not of the choice of k), from random
-     weights and from `--weights=pretrain_none/trunk`. Every iteration fine-tunes
+     trunk would be the same network), `--k` fixed (the planted count, so that
+     the comparison is of the features, not of the choice of k) and, in both arms,
+     the trunk's group normalisation (`--backbone_norm=group --trunk_norm=group`;
+     SimCLR cannot train a trunk without normalisation: bin/pretrain_trunk says
+     why), from random weights and from `--weights=TRUNK`. Every iteration fine-tunes
      the previous iteration's network, as the paper's loop does; the two arms
      differ only in where the first iteration starts;
   3. purity and NMI of each run's final clusters against the planted categories
@@ -41,10 +43,12 @@ STARTS = ("random", "simclr")
 
 
 def _pretrain(args, truth):
-    out = os.path.join(args.work_dir, "pretrain_none")
+    if args.trunk:
+        return args.trunk
+    out = os.path.join(args.work_dir, "pretrain")
     base._run("pretrain", base._bin("pretrain_trunk") + [
         "--flagfile=" + os.path.join(REPO, "configs", "pretrain_quickstart.flags"),
-        "--norm=none", f"--splits={args.splits.replace('+', ',')}",
+        f"--splits={args.splits.replace('+', ',')}",
         f"--dicom_dir={os.path.join(os.path.dirname(truth), 'dicom')}", f"--output_dir={out}"],
         done=os.path.join(out, "report.json"))
     return os.path.join(out, "trunk")
@@ -55,7 +59,8 @@ def _categorize(args, start, seed, trunk):
     command = base._bin("categorize_lesions") + [
         "--flagfile=" + os.path.join(REPO, "configs", "categorize_quickstart.flags"),
         f"--dataset={args.dataset}", f"--data_dir={args.data_dir}", f"--splits={args.splits}",
-        "--ensemble_size=1", "--trunk_norm=none", f"--k={args.k}", f"--seed={seed}",
+        "--ensemble_size=1", "--backbone_norm=group", "--trunk_norm=group", f"--k={args.k}",
+        f"--seed={seed}",
         f"--output_dir={out}"]
     if start == "simclr":
         command.append(f"--weights={trunk}")
@@ -115,6 +120,8 @@ def main():
     parser.add_argument("--splits", default="train+validation")
     parser.add_argument("--k", type=int, default=5, help="Fixed k (the planted categories).")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--trunk", help="A SimCLR trunk already trained on these splits "
+                        "(group normalisation); default: pretrain one into WORK_DIR/pretrain.")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
@@ -159,7 +166,7 @@ def main():
     print(markdown)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "date": time.strftime("%Y-%m-%d"), "dataset": args.dataset, "splits": args.splits,
-              "k": args.k, "seeds": seeds, "wall_seconds": time.time() - started,
+              "k": args.k, "trunk": trunk, "seeds": seeds, "wall_seconds": time.time() - started,
               "run_seconds": seconds,
               "runs": {f"{s}_seed{seed}": {k: v for k, v in runs[(s, seed)].items()
                                            if k not in ("ids", "clusters")}

@@ -61,6 +61,25 @@ def test_loop_finds_the_kinds_and_converges():
     assert set(first.k_scores["silhouette"]) == {2, 3, 4, 5}
 
 
+def test_a_network_that_diverges_stops_the_loop_with_its_name_and_iteration():
+    patches, _, _ = _patches(per_kind=4)
+    tf.keras.utils.set_random_seed(0)
+    model = vgg16_features.build_vgg16(input_size=32, width_multiplier=1 / 4, fc_units=64,
+                                       num_classes=3, name="vgg16_unstable")
+    settings = loop.LoopSettings(k_values=(3,), max_iterations=2, epochs=1, batch_size=4,
+                                 learning_rate=1e12, seed=0)
+    with pytest.raises(loop.TrainingDiverged,
+                       match=r"iteration 1: the training loss of network 'vgg16_unstable' not "
+                             r"finite \(\d+ of 1 values\).*learning rate 1e\+12"):
+        loop.run(model, patches, settings)
+    # Weights that overflow stop it before k-means sees a NaN.
+    model.get_layer("block1_conv1").kernel.assign(
+        np.full(model.get_layer("block1_conv1").kernel.shape, np.inf, np.float32))
+    with pytest.raises(loop.TrainingDiverged, match="iteration 1: the features of network "
+                                                    "'vgg16_unstable' not finite"):
+        loop.run(model, patches, settings)
+
+
 @pytest.mark.slow
 def test_an_ensemble_chooses_k_by_agreement_and_fine_tunes_every_member():
     patches, kinds, ids = _patches()

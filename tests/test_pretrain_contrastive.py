@@ -4,6 +4,8 @@ import json
 import math
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -169,6 +171,14 @@ def test_the_pretrained_encoder_starts_the_detector(tmp_path):
                                   _tiny_detector(None).box_head.fc7.get_weights()[0])
 
 
+def test_a_trunk_without_normalisation_is_refused_before_training():
+    images = np.zeros([4, 64, 64, 3], np.uint8)
+    sizes = np.full([4, 2], 64, np.int32)
+    settings = contrastive.ContrastiveSettings(**{**_TINY.__dict__, "norm": "none"})
+    with pytest.raises(ValueError, match=r"needs a normalised trunk \(--norm=group\)"):
+        contrastive.train(images, sizes, settings)
+
+
 @pytest.mark.slow
 def test_binary_writes_a_trunk_and_no_identifier(tmp_path):
     out = tmp_path / "pretrain"
@@ -185,3 +195,9 @@ def test_binary_writes_a_trunk_and_no_identifier(tmp_path):
     assert (out / "pretraining.png").stat().st_size > 1000
     texts = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     phi.assert_absent(phi.identifiers(DICOM), texts)
+    refused = subprocess.run(
+        [sys.executable, "bin/pretrain_trunk", f"--dicom_dir={DICOM}", "--norm=none",
+         f"--output_dir={tmp_path / 'none'}"], capture_output=True, text=True, timeout=300,
+        cwd=binaries.REPO_ROOT)
+    assert refused.returncode == 1 and contrastive.UNNORMALISED_TRUNK in refused.stderr
+    assert not (tmp_path / "none" / "trunk").exists()

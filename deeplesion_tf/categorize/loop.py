@@ -118,6 +118,26 @@ def split_indices(num_items: int, fractions: Sequence[float], seed: int
             np.sort(order[num_train + num_val:]))
 
 
+class TrainingDiverged(RuntimeError):
+    """A network's loss or features stopped being finite numbers; the run cannot go on."""
+
+
+def _check_finite(values, what: str, network: str, iteration: int, settings: LoopSettings):
+    """Raises `TrainingDiverged` naming the network, the iteration and what to change.
+
+    k-means (and every later iteration) on NaN features would fail far from the cause,
+    and sklearn's message says nothing about training: a categorizer started from a
+    trunk of unbounded activations reached NaN in its first fine-tuning.
+    """
+    values = np.asarray(values, np.float64)
+    bad = int(np.size(values) - np.isfinite(values).sum())
+    if bad:
+        raise TrainingDiverged(
+            f"iteration {iteration}: {what} of network {network!r} not finite ({bad} of "
+            f"{np.size(values)} values): its training diverged (SGD, learning rate "
+            f"{settings.learning_rate:g}); lower --learning_rate, or start from other --weights")
+
+
 def _subset(patches: tf.data.Dataset, labels: np.ndarray, indices: np.ndarray) -> tf.data.Dataset:
     """`(patch, label)` pairs of the patches at `indices` (in dataset order)."""
     keep = np.zeros(len(labels), bool)
@@ -177,6 +197,7 @@ def _fine_tune(model: keras.Model, patches: tf.data.Dataset, labels: np.ndarray,
     history = classifier.fit(
         _subset(patches, labels, train).shuffle(len(train), seed=settings.seed + iteration)
         .batch(batch), epochs=settings.epochs, verbose=0)
+    _check_finite(history.history["loss"], "the training loss", model.name, iteration, settings)
     _, val_accuracy = classifier.evaluate(_subset(patches, labels, val).batch(batch), verbose=0)
     _, test_accuracy = classifier.evaluate(_subset(patches, labels, test).batch(batch), verbose=0)
     return float(history.history["loss"][-1]), float(val_accuracy), float(test_accuracy)
@@ -221,6 +242,7 @@ def run(models: Union[keras.Model, Sequence[keras.Model]], patches: tf.data.Data
             extractor = vgg16_features.feature_extractor(model, settings.feature_layer)
             features, lesion_ids = vgg16_features.extract_features(extractor, patches,
                                                                    mirror=settings.mirror)
+            _check_finite(features, "the features", model.name, iteration, settings)
             members.append(features)
         # The members' agreement tells k only while they are independent views: once
         # every member is fine-tuned on the same clusters they agree on those

@@ -43,6 +43,19 @@ from deeplesion_tf.nets import vgg16
 TRUNK_POOLED_BLOCKS = (1, 2, 3)
 
 
+# NT-Xent compares L2-normalised projections, so it does not see the scale of the
+# trunk's activations, and without a normalisation layer nothing else bounds it
+# (SimCLR's ResNet has batch normalisation throughout). Measured on
+# synthetic_benchmark, 300 steps of the quickstart preset with --norm=none:
+# block5's mean |activation| 2.9e5 against 0.27 at the random initialisation, and
+# the categorizer fine-tuned from that trunk reached NaN in its first iteration.
+UNNORMALISED_TRUNK = (
+    "contrastive pretraining needs a normalised trunk (--norm=group): NT-Xent is blind to "
+    "the scale of the activations, which grow without bound in a trunk without "
+    "normalisation (measured: 1e6 times the random initialisation's after 300 steps); "
+    "train the detector or the categorizer with --backbone_norm=group to use the trunk")
+
+
 @dataclasses.dataclass(frozen=True)
 class ContrastiveSettings:
     """How the trunk is pretrained (`bin/pretrain_trunk`'s flags).
@@ -149,10 +162,13 @@ def train(images: np.ndarray, sizes: np.ndarray, settings: ContrastiveSettings, 
     two views of each.
 
     Raises:
-      ValueError: fewer than 2 images (NT-Xent needs another image to contrast).
+      ValueError: fewer than 2 images (NT-Xent needs another image to contrast), or a
+        trunk without normalisation (`UNNORMALISED_TRUNK`).
     """
     if len(images) < 2:
         raise ValueError(f"contrastive pretraining needs at least 2 images, got {len(images)}")
+    if settings.norm == "none":
+        raise ValueError(UNNORMALISED_TRUNK)
     keras.utils.set_random_seed(settings.seed)
     encoder = encoder or build_encoder(settings)
     optimizer = keras.optimizers.Adam(settings.learning_rate)
