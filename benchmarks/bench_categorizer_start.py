@@ -43,13 +43,15 @@ STARTS = ("random", "simclr")
 
 
 def _pretrain(args, truth):
+    from deeplesion_tf.data import synthetic_location
+
     if args.trunk:
         return args.trunk
     out = os.path.join(args.work_dir, "pretrain")
     base._run("pretrain", base._bin("pretrain_trunk") + [
         "--flagfile=" + os.path.join(REPO, "configs", "pretrain_quickstart.flags"),
         f"--splits={args.splits.replace('+', ',')}",
-        f"--dicom_dir={os.path.join(os.path.dirname(truth), 'dicom')}", f"--output_dir={out}"],
+        f"--dicom_dir={synthetic_location.dicom_dir(truth)}", f"--output_dir={out}"],
         done=os.path.join(out, "report.json"))
     return os.path.join(out, "trunk")
 

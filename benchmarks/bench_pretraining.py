@@ -72,11 +72,12 @@ def _categorize(args, data_dir):
 
 def _pretrain(args, truth):
     """SimCLR on the unlabelled slices of the train and validation patients (the preset)."""
+    from deeplesion_tf.data import synthetic_location
+
     out = os.path.join(args.work_dir, "pretrain")
-    dicom = os.path.join(os.path.dirname(truth), "dicom")
     base._run("pretrain", base._bin("pretrain_trunk") + [
         "--flagfile=" + os.path.join(REPO, "configs", "pretrain_quickstart.flags"),
-        f"--dicom_dir={dicom}", f"--output_dir={out}"],
+        f"--dicom_dir={synthetic_location.dicom_dir(truth)}", f"--output_dir={out}"],
         done=os.path.join(out, "report.json"))
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)

@@ -34,3 +34,13 @@ def test_folders_without_truth_or_with_other_names_are_ignored(tmp_path):
      ).mkdir(parents=True)
     (tmp_path / "downloads" / "synthetic_pacs" / "seed0_patients100_size512_v0.4.0").mkdir()
     assert synthetic_location.find_truth_csv(str(tmp_path)) is None
+
+
+def test_the_dicom_tree_is_the_one_the_generator_writes_beside_the_truth():
+    # The checked-in dummy PACS is a generator's output: truth.csv with dicom/ beside it.
+    from tfds_deeplesion.deeplesion import dummy_data_generation
+
+    truth = dummy_data_generation.DUMMY_DIR / "truth.csv"
+    dicom = synthetic_location.dicom_dir(str(truth))
+    assert dicom == str(dummy_data_generation.DUMMY_DIR / "dicom")
+    assert any(p.suffix == ".dcm" for p in (dummy_data_generation.DUMMY_DIR / "dicom").rglob("*"))

@@ -2,7 +2,8 @@
 
 `<download_dir>/synthetic_pacs/seed<s>_patients<n>_size<z>_v<version>/`, beside the
 TFDS data dir's `downloads/`; `truth.csv` in it holds the planted truth that the
-categorizer's and the detector's benchmarks score against.
+categorizer's and the detector's benchmarks score against, and `dicom/` the DICOM
+tree (`synthetic_pacs.dicom_relative_path`) that `bin/pretrain_trunk` reads.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def folder_name(seed: int, num_patients: int, image_size: int,
 def pacs_folder(download_dir: str, seed: int, num_patients: int, image_size: int) -> str:
     """The folder this version of the code generates (and reuses) for a config."""
     return os.path.join(download_dir, FOLDER, folder_name(seed, num_patients, image_size))
+
+
+def dicom_dir(truth_csv: str) -> str:
+    """The DICOM tree of the PACS whose `truth.csv` (from `find_truth_csv`) this is."""
+    return os.path.join(os.path.dirname(truth_csv), "dicom")
 
 
 def _version_key(version: str) -> Tuple:

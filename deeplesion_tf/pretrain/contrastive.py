@@ -85,6 +85,11 @@ class ContrastiveSettings:
     learning_rate: float = 1e-3
     seed: int = 0
 
+    def __post_init__(self):
+        # Here rather than in `train`: a binary builds its settings before reading a slice.
+        if self.norm == "none":
+            raise ValueError(UNNORMALISED_TRUNK)
+
 
 def nt_xent(z1: tf.Tensor, z2: tf.Tensor, temperature: float) -> Dict[str, tf.Tensor]:
     """SimCLR's NT-Xent over `[B, D]` projections of two views; `{"loss", "accuracy"}`.
@@ -162,13 +167,10 @@ def train(images: np.ndarray, sizes: np.ndarray, settings: ContrastiveSettings, 
     two views of each.
 
     Raises:
-      ValueError: fewer than 2 images (NT-Xent needs another image to contrast), or a
-        trunk without normalisation (`UNNORMALISED_TRUNK`).
+      ValueError: fewer than 2 images (NT-Xent needs another image to contrast).
     """
     if len(images) < 2:
         raise ValueError(f"contrastive pretraining needs at least 2 images, got {len(images)}")
-    if settings.norm == "none":
-        raise ValueError(UNNORMALISED_TRUNK)
     keras.utils.set_random_seed(settings.seed)
     encoder = encoder or build_encoder(settings)
     optimizer = keras.optimizers.Adam(settings.learning_rate)
